@@ -1,0 +1,1 @@
+"""oodgen: unsupervised OOD detection with deep generative models, in JAX."""

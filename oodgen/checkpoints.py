@@ -1,0 +1,44 @@
+"""Orbax checkpoints under `<workdir>/checkpoints`: atomic saves, latest-step restore, read-only reads."""
+
+import os
+from pathlib import Path
+
+import chex
+import jax
+import orbax.checkpoint as ocp
+
+from oodgen.errors import OodgenError
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+def checkpoint_manager(workdir: str | os.PathLike, *, read_only: bool = False,
+                       max_to_keep: int | None = None) -> ocp.CheckpointManager:
+    """A manager for `<workdir>/checkpoints`; `read_only` never creates, writes or deletes anything."""
+    directory = Path(workdir).absolute() / CHECKPOINT_DIR
+    if read_only and not directory.is_dir():
+        raise OodgenError(f"no checkpoints in {str(workdir)!r}: run train.py --workdir {workdir} first")
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
+                                           read_only=read_only, enable_async_checkpointing=False)
+    return ocp.CheckpointManager(directory, options=options)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: chex.ArrayTree) -> None:
+    """Saves `state` (a pytree) as `step`; orbax writes to a temporary directory and renames it."""
+    manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    manager.wait_until_finished()
+
+
+def restore(manager: ocp.CheckpointManager, like: chex.ArrayTree, step: int | None = None) -> chex.ArrayTree:
+    """Restores the checkpoint at `step` (default: the latest) with the structure and shardings of `like`."""
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise OodgenError(f"no checkpoint in {manager.directory}; run train.py with this --workdir first")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    try:
+        return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except Exception as e:
+        raise OodgenError(
+            f"cannot restore checkpoint step {step} from {manager.directory} "
+            f"({type(e).__name__}: {str(e)[:200]}); it is corrupt or was written with a different model "
+            "config: use the config it was trained with, or a new --workdir") from None

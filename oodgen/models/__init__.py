@@ -1,0 +1,21 @@
+"""Generative models, each a frozen dataclass of hyper-parameters with pure functions."""
+
+import ml_collections
+
+from oodgen.errors import OodgenError
+from oodgen.models.vae import VAEModel
+
+MODELS = {"vae": VAEModel}
+
+
+def build_model(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]):
+    """The model named by `config.name`, built from the rest of `config` for images of `image_shape`."""
+    kwargs = dict(config)
+    name = kwargs.pop("name")
+    if name not in MODELS:
+        raise OodgenError(f"unknown model {name!r} in config.model.name; choose one of {sorted(MODELS)}")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+    try:
+        return MODELS[name](image_shape=tuple(image_shape), **kwargs)
+    except (TypeError, ValueError) as e:
+        raise OodgenError(f"bad config.model for {name!r}: {e}") from None

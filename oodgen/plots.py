@@ -1,0 +1,121 @@
+"""PNG plots of OOD scores: ROC curves and score histograms.
+
+Uses ``matplotlib.figure.Figure`` with the Agg canvas directly, so pyplot state and a user's
+interactive backend are untouched. Files are written atomically (temp file + ``os.replace``).
+Convention: higher score = more OOD.
+"""
+
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_curve
+
+from oodgen.errors import OodgenError
+from oodgen.metrics import as_scores, auroc
+
+_DPI = 120
+
+
+def _new_figure() -> tuple[Figure, Axes]:
+    """A fresh Agg-backed figure and its single axes."""
+    fig = Figure(figsize=(6.0, 4.5), dpi=_DPI)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def save_figure_atomic(fig: Figure, path: str | os.PathLike) -> Path:
+    """Save ``fig`` as PNG to ``path`` via a fsynced temp file in the same directory and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            fig.savefig(f, format="png", bbox_inches="tight")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _check_named(mapping: dict, what: str) -> None:
+    """Reject an empty name -> scores mapping."""
+    if not mapping:
+        raise OodgenError(f"{what} is empty; pass at least one dataset name mapped to its scores.")
+
+
+def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | os.PathLike, title: str) -> Path:
+    """One ROC curve (OOD positive) per OOD dataset; ``curves[name] = (scores_in f[N_in], scores_out f[N_out])``.
+
+    The legend shows each AUROC; a dashed diagonal marks chance. Returns the PNG path.
+    """
+    _check_named(curves, "curves")
+    fig, ax = _new_figure()
+    for name, (scores_in, scores_out) in curves.items():
+        s_in = as_scores(scores_in, f"{name} scores_in")
+        s_out = as_scores(scores_out, f"{name} scores_out")
+        labels = np.concatenate([np.zeros(s_in.size), np.ones(s_out.size)])
+        fpr, tpr, _ = roc_curve(labels, np.concatenate([s_in, s_out]))
+        ax.plot(fpr, tpr, label=f"{name} (AUROC {auroc(s_in, s_out):.3f})")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="gray", linewidth=1, label="chance")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate (in-dist flagged OOD)",
+           ylabel="true positive rate (OOD flagged)", title=title)
+    ax.legend(loc="lower right", fontsize="small")
+    return save_figure_atomic(fig, path)
+
+
+def _shared_bins(arrays: list[np.ndarray], n_bins: int, lo_pct: float, hi_pct: float) -> np.ndarray:
+    """Bin edges f[n_bins + 1] spanning the pooled [lo_pct, hi_pct] percentile range."""
+    lo, hi = np.percentile(np.concatenate(arrays), [lo_pct, hi_pct])
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    return np.linspace(lo, hi, n_bins + 1)
+
+
+def plot_histograms(
+    scores: dict[str, np.ndarray],
+    path: str | os.PathLike,
+    title: str,
+    xlabel: str,
+    in_dist_name: str,
+    *,
+    n_bins: int = 60,
+    robust_range: tuple[float, float] = (0.5, 99.5),
+) -> Path:
+    """Overlaid normalised step histograms of ``scores[name]`` f[N_name] on shared bins.
+
+    Bins span the pooled ``robust_range`` percentiles; values outside are counted in the edge bins.
+    ``in_dist_name`` is drawn emphasised. Returns the PNG path.
+    """
+    _check_named(scores, "scores")
+    if in_dist_name not in scores:
+        raise OodgenError(
+            f"in_dist_name {in_dist_name!r} is not among the score sets {sorted(scores)}; pass one of those names."
+        )
+    if n_bins < 1:
+        raise OodgenError(f"n_bins must be a positive integer, got {n_bins!r}.")
+    arrays = {name: as_scores(s, f"{name} scores") for name, s in scores.items()}
+    edges = _shared_bins(list(arrays.values()), n_bins, *robust_range)
+    fig, ax = _new_figure()
+    for name, arr in arrays.items():
+        is_in = name == in_dist_name
+        ax.hist(
+            np.clip(arr, edges[0], edges[-1]),
+            bins=edges,
+            density=True,
+            histtype="step",
+            linewidth=2.5 if is_in else 1.2,
+            color="black" if is_in else None,
+            zorder=3 if is_in else 2,
+            label=f"{name} (in-dist)" if is_in else name,
+        )
+    ax.set(xlabel=xlabel, ylabel="density", title=title)
+    ax.legend(fontsize="small")
+    return save_figure_atomic(fig, path)

@@ -1,0 +1,193 @@
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from oodgen import metrics
+from oodgen.errors import OodgenError
+
+CONTINUOUS = [(0, 50, 40), (1, 200, 300), (2, 7, 13), (3, 1000, 20)]
+
+
+def _continuous(seed: int, n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.normal(0.0, 1.0, n_in), rng.normal(0.8, 1.5, n_out)
+
+
+def _tied(seed: int, n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 3, n_in).astype(float), rng.integers(1, 4, n_out).astype(float)
+
+
+def _cases() -> list[tuple[np.ndarray, np.ndarray]]:
+    return [_continuous(*c) for c in CONTINUOUS] + [_tied(*c) for c in CONTINUOUS]
+
+
+def _naive_auroc(s_in: np.ndarray, s_out: np.ndarray) -> float:
+    total = 0.0
+    for o in s_out:
+        for i in s_in:
+            total += 1.0 if o > i else 0.5 if o == i else 0.0
+    return total / (len(s_in) * len(s_out))
+
+
+def _naive_roc(s_in: np.ndarray, s_out: np.ndarray) -> list[tuple[float, float]]:
+    """(fpr, tpr) for 'flag OOD if score >= t', t over the distinct scores from high to low, plus (0, 0)."""
+    points = [(0.0, 0.0)]
+    for t in sorted(set(s_in.tolist()) | set(s_out.tolist()), reverse=True):
+        fpr = sum(1 for x in s_in if x >= t) / len(s_in)
+        tpr = sum(1 for x in s_out if x >= t) / len(s_out)
+        points.append((fpr, tpr))
+    return points
+
+
+def _naive_fpr_at_tpr(s_in: np.ndarray, s_out: np.ndarray, target: float) -> float:
+    points = _naive_roc(s_in, s_out)
+    for k, (fpr, tpr) in enumerate(points):
+        if tpr >= target:
+            if tpr == target:
+                return fpr
+            prev_fpr, prev_tpr = points[k - 1]
+            return prev_fpr + (target - prev_tpr) / (tpr - prev_tpr) * (fpr - prev_fpr)
+    raise AssertionError("ROC never reached the target TPR")
+
+
+def _naive_detection_error(s_in: np.ndarray, s_out: np.ndarray) -> float:
+    return min(0.5 * (1 - tpr) + 0.5 * fpr for fpr, tpr in _naive_roc(s_in, s_out))
+
+
+def _labels(s_in: np.ndarray, s_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.r_[np.zeros(len(s_in)), np.ones(len(s_out))], np.r_[s_in, s_out]
+
+
+@pytest.mark.parametrize("case", range(len(_cases())))
+def test_auroc_auprc_match_sklearn_and_pairwise_count(case):
+    s_in, s_out = _cases()[case]
+    y, s = _labels(s_in, s_out)
+    assert metrics.auroc(s_in, s_out) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert metrics.auroc(s_in, s_out) == pytest.approx(_naive_auroc(s_in, s_out), abs=1e-12)
+    assert metrics.auprc_out(s_in, s_out) == pytest.approx(average_precision_score(y, s), abs=1e-12)
+    assert metrics.auprc_in(s_in, s_out) == pytest.approx(average_precision_score(1 - y, -s), abs=1e-12)
+
+
+@pytest.mark.parametrize("case", range(len(_cases())))
+@pytest.mark.parametrize("target", [0.0, 0.1, 0.5, 0.8, 0.95, 0.99, 1.0])
+def test_fpr_at_tpr_matches_brute_force(case, target):
+    s_in, s_out = _cases()[case]
+    assert metrics.fpr_at_tpr(s_in, s_out, target) == pytest.approx(_naive_fpr_at_tpr(s_in, s_out, target), abs=1e-12)
+
+
+def test_fpr80_fpr95_are_fpr_at_tpr():
+    s_in, s_out = _continuous(5, 300, 200)
+    assert metrics.fpr80(s_in, s_out) == metrics.fpr_at_tpr(s_in, s_out, 0.80)
+    assert metrics.fpr95(s_in, s_out) == metrics.fpr_at_tpr(s_in, s_out, 0.95)
+
+
+def test_fpr95_interpolates_when_no_roc_point_hits_target():
+    # OOD = 1..30, so TPR steps by 1/30 and 0.95 = 28.5/30 lies between thresholds 3 and 2.
+    # In = [10.5, 2, 2, 2, 2, 0 x 5]: at t=3 TPR=28/30, FPR=1/10; at t=2 TPR=29/30, FPR=5/10.
+    # Halfway between the two points: FPR = 0.1 + 0.5 * (0.5 - 0.1) = 0.3.
+    s_out = np.arange(1.0, 31.0)
+    s_in = np.array([10.5, 2, 2, 2, 2, 0, 0, 0, 0, 0], dtype=float)
+    assert metrics.fpr95(s_in, s_out) == pytest.approx(0.3, abs=1e-12)
+
+
+def test_fpr95_exact_hit_followed_by_horizontal_segment_takes_smaller_fpr():
+    # OOD = 1..20: t=2 gives TPR 19/20 = 0.95 exactly with FPR 1/10 (only 5.5 >= 2);
+    # t=1.5 keeps TPR 0.95 but FPR jumps to 4/10. The answer is the smaller FPR, 0.1.
+    s_out = np.arange(1.0, 21.0)
+    s_in = np.array([5.5, 1.5, 1.5, 1.5, 0, 0, 0, 0, 0, 0], dtype=float)
+    assert metrics.fpr95(s_in, s_out) == pytest.approx(0.1, abs=1e-12)
+
+
+@pytest.mark.parametrize("case", range(len(_cases())))
+def test_detection_error_matches_brute_force(case):
+    s_in, s_out = _cases()[case]
+    assert metrics.detection_error(s_in, s_out) == pytest.approx(_naive_detection_error(s_in, s_out), abs=1e-12)
+
+
+def test_perfect_and_reversed_separation():
+    rng = np.random.default_rng(7)
+    s_in = rng.normal(size=100)
+    s_out = s_in.max() + 1.0 + rng.random(80)
+    perfect = metrics.ood_metrics(s_in, s_out)
+    assert perfect["auroc"] == 1.0
+    assert perfect["auprc_in"] == pytest.approx(1.0)
+    assert perfect["auprc_out"] == pytest.approx(1.0)
+    assert perfect["fpr80"] == 0.0
+    assert perfect["fpr95"] == 0.0
+    assert perfect["detection_error"] == 0.0
+    reversed_ = metrics.ood_metrics(s_out, s_in)
+    assert reversed_["auroc"] == 0.0
+    assert reversed_["fpr95"] == 1.0
+    assert reversed_["detection_error"] == 0.5
+
+
+def test_ood_metrics_keys_and_values():
+    s_in, s_out = _tied(3, 60, 70)
+    result = metrics.ood_metrics(s_in, s_out)
+    assert list(result) == ["auroc", "auprc_in", "auprc_out", "fpr80", "fpr95", "detection_error"]
+    assert result["fpr95"] == metrics.fpr95(s_in, s_out)
+    assert all(isinstance(v, float) for v in result.values())
+
+
+def test_weighted_auroc_matches_sklearn_sample_weight():
+    rng = np.random.default_rng(11)
+    uniq = np.sort(rng.choice(np.arange(40.0), size=25, replace=False))
+    w_in = rng.integers(0, 4, size=(3, uniq.size)).astype(float)
+    w_out = rng.integers(0, 4, size=(3, uniq.size)).astype(float)
+    got = metrics._weighted_auroc(w_in, w_out)
+    for b in range(3):
+        y = np.r_[np.zeros(uniq.size), np.ones(uniq.size)]
+        expected = roc_auc_score(y, np.r_[uniq, uniq], sample_weight=np.r_[w_in[b], w_out[b]])
+        assert got[b] == pytest.approx(expected, abs=1e-12)
+
+
+def test_bootstrap_ci_contains_estimate_and_narrows_with_more_data():
+    small = _continuous(0, 60, 60)
+    large = _continuous(0, 3000, 3000)
+    lo_s, hi_s = metrics.bootstrap_auroc_ci(*small, n_boot=500, seed=1)
+    lo_l, hi_l = metrics.bootstrap_auroc_ci(*large, n_boot=500, seed=1)
+    assert lo_s <= metrics.auroc(*small) <= hi_s
+    assert lo_l <= metrics.auroc(*large) <= hi_l
+    assert hi_l - lo_l < 0.5 * (hi_s - lo_s)
+    assert metrics.bootstrap_auroc_ci(*small, n_boot=500, seed=1) == (lo_s, hi_s)
+
+
+def test_bootstrap_ci_tied_scores_in_unit_interval():
+    lo, hi = metrics.bootstrap_auroc_ci(*_tied(2, 80, 90), n_boot=300, level=0.9)
+    assert 0.0 <= lo <= metrics.auroc(*_tied(2, 80, 90)) <= hi <= 1.0
+
+
+@pytest.mark.parametrize("bad", [{"n_boot": 0}, {"n_boot": 2.5}, {"level": 1.0}, {"level": 0.0}])
+def test_bootstrap_rejects_bad_settings(bad):
+    with pytest.raises(OodgenError):
+        metrics.bootstrap_auroc_ci(*_continuous(0, 10, 10), **bad)
+
+
+def test_nan_scores_raise_one_line_error():
+    s_in, s_out = _continuous(0, 20, 20)
+    s_out[[2, 5]] = np.nan
+    with pytest.raises(OodgenError) as info:
+        metrics.ood_metrics(s_in, s_out)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "scores_out" in message and "2 non-finite" in message and "scorer" in message
+
+
+def test_inf_scores_name_the_in_distribution_set():
+    s_in, s_out = _continuous(0, 20, 20)
+    s_in[0] = np.inf
+    with pytest.raises(OodgenError, match="scores_in has 1 non-finite"):
+        metrics.auroc(s_in, s_out)
+
+
+@pytest.mark.parametrize("s_in", [np.array([]), np.zeros((3, 2)), np.float64(1.0)])
+def test_bad_shapes_raise(s_in):
+    with pytest.raises(OodgenError):
+        metrics.auroc(s_in, np.ones(5))
+
+
+@pytest.mark.parametrize("target", [-0.1, 1.5, float("nan")])
+def test_fpr_at_tpr_rejects_bad_target(target):
+    with pytest.raises(OodgenError):
+        metrics.fpr_at_tpr(np.zeros(5), np.ones(5), target)
