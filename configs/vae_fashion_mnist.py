@@ -51,7 +51,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.eval.scorers = ["log_likelihood"]
     config.eval.num_samples = 16         # importance samples per example for the likelihood bound
     config.eval.batch_size = 500
-    config.eval.max_examples = 2000      # per dataset, -1: all
+    config.eval.max_examples = -1        # per dataset cap, -1: all
     config.eval.seed = 1
 
     if variant == "tiny":

@@ -84,7 +84,8 @@ def discretized_logistic_mixture_log_prob(images: jax.Array, params: jax.Array,
     channels = images.shape[-1]
     k = num_mixtures
     num_coeffs = channels * (channels - 1) // 2
-    lead = params.shape[:-1]
+    lead = jnp.broadcast_shapes(images.shape[:-1], params.shape[:-1])
+    params = jnp.broadcast_to(params, (*lead, params.shape[-1]))
     logits = params[..., :k]
     means, log_scales, coeffs = jnp.split(
         params[..., k:].reshape(*lead, 2 * channels + num_coeffs, k), [channels, 2 * channels], axis=-2)

@@ -40,8 +40,15 @@ class TrainState:
 
 
 def make_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """Adam with linear warm-up to a constant learning rate, after global-norm gradient clipping."""
-    schedule = optax.linear_schedule(0.0, train_config.learning_rate, max(1, train_config.warmup_steps))
+    """Adam with linear warm-up to a constant learning rate, after global-norm gradient clipping.
+
+    Step t (from 0) uses learning_rate · min(1, (t + 1) / warmup_steps): the first step already moves.
+    """
+    peak, warmup = train_config.learning_rate, max(1, train_config.warmup_steps)
+
+    def schedule(step: jax.Array) -> jax.Array:
+        return peak * jnp.minimum(1.0, (step + 1) / warmup)
+
     return optax.chain(optax.clip_by_global_norm(train_config.grad_clip_norm), optax.adam(schedule))
 
 
@@ -64,7 +71,7 @@ def train_step(model, optimizer: optax.GradientTransformation, state: TrainState
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss": loss, "bits_per_dim": likelihoods.bits_per_dim(loss, model.num_dims),
-               "grad_norm": optax.global_norm(grads)}
+               "grad_norm": optax.tree.norm(grads)}
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 

@@ -22,22 +22,32 @@ LIKELIHOODS = ("bernoulli", "discretized_logistic_mixture")
 
 
 class Encoder(nn.Module):
-    """x f32[B, H, W, C] -> (mean f32[B, Z], log_std f32[B, Z]); each conv halves H and W."""
+    """x f32[B, H, W, C] -> (mean f32[B, Z], log_std f32[B, Z]); each stride-2 conv halves H and W."""
     channels: Sequence[int]
     latent_dim: int
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         for width in self.channels:
-            x = nn.swish(nn.Conv(width, (3, 3))(x))
             x = nn.swish(nn.Conv(width, (4, 4), strides=(2, 2))(x))
         x = x.reshape(x.shape[0], -1)
         mean, log_std = jnp.split(nn.Dense(2 * self.latent_dim)(x), 2, axis=-1)
         return mean, log_std
 
 
+def depth_to_space(x: jax.Array) -> jax.Array:
+    """f32[B, H, W, 4C] -> f32[B, 2H, 2W, C] (pixel shuffle)."""
+    b, h, w, c4 = x.shape
+    c = c4 // 4
+    return x.reshape(b, h, w, 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, c)
+
+
 class Decoder(nn.Module):
-    """z f32[B, Z] -> per-pixel likelihood parameters f32[B, H, W, out_features]."""
+    """z f32[B, Z] -> per-pixel likelihood parameters f32[B, H, W, out_features].
+
+    Upsampling is a 3x3 conv to 4x the channels and a pixel shuffle: on CPU it is an order of
+    magnitude faster than a transposed convolution of the same receptive field.
+    """
     channels: Sequence[int]
     image_shape: tuple[int, int, int]
     out_features: int
@@ -48,10 +58,12 @@ class Decoder(nn.Module):
         scale = 2 ** len(self.channels)
         base = (height // scale, width // scale, self.channels[-1])
         x = nn.swish(nn.Dense(math.prod(base))(z)).reshape(z.shape[0], *base)
-        for width_ in reversed(self.channels):
-            x = nn.swish(nn.ConvTranspose(width_, (4, 4), strides=(2, 2))(x))
-            x = nn.swish(nn.Conv(width_, (3, 3))(x))
-        return nn.Conv(self.out_features, (3, 3))(x)
+        widths = [*reversed(self.channels[:-1]), self.out_features]
+        for i, width_ in enumerate(widths):
+            x = depth_to_space(nn.Conv(4 * width_, (3, 3))(x))
+            if i < len(widths) - 1:
+                x = nn.swish(x)
+        return x
 
 
 class VAENet(nn.Module):

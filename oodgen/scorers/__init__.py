@@ -1,0 +1,18 @@
+"""OOD scorers: each is fitted on in-distribution data, then gives one score per image (higher = OOD)."""
+
+import ml_collections
+from jax.sharding import Mesh
+
+from oodgen.errors import OodgenError
+from oodgen.scorers.base import Scorer
+from oodgen.scorers.likelihood import LikelihoodScorer, negative_log_likelihood_bpd
+
+SCORERS = {"log_likelihood": LikelihoodScorer}
+
+
+def build_scorer(name: str, model, eval_config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Scorer:
+    """The scorer registered as `name`, configured from `config.eval`."""
+    if name not in SCORERS:
+        raise OodgenError(f"unknown scorer {name!r} in config.eval.scorers; choose from {sorted(SCORERS)}")
+    return SCORERS[name](model=model, num_samples=eval_config.num_samples, batch_size=eval_config.batch_size,
+                         seed=eval_config.seed, mesh=mesh)

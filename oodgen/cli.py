@@ -1,0 +1,40 @@
+"""What train.py and evaluate.py share: argument parsing and turning errors into one line + exit 2."""
+
+import argparse
+import functools
+import sys
+from collections.abc import Callable
+
+import ml_collections
+
+from oodgen.config import load_config_file, load_saved_config, parse_overrides
+from oodgen.errors import OodgenError
+
+EXIT_BAD_INPUT = 2
+
+
+def parse_args(argv: list[str], description: str, config_required: bool) -> tuple[ml_collections.ConfigDict, str]:
+    """--config FILE[:variant] --workdir DIR [--config.key=value ...] -> (config, workdir).
+
+    Without --config (where allowed) the config saved in the workdir by train.py is used.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", required=config_required,
+                        help="configs/<name>.py[:variant]" + ("" if config_required else
+                                                              " (default: the one saved in --workdir)"))
+    parser.add_argument("--workdir", required=True, help="directory for checkpoints and results")
+    args, rest = parser.parse_known_args(argv)
+    config = load_config_file(args.config) if args.config else load_saved_config(args.workdir)
+    return parse_overrides(config, rest), args.workdir
+
+
+def main_wrapper(main: Callable[[list[str]], None]) -> Callable[[], None]:
+    """Runs `main(sys.argv[1:])`; an OodgenError becomes `error: <one line>` on stderr and exit code 2."""
+    @functools.wraps(main)
+    def run():
+        try:
+            main(sys.argv[1:])
+        except OodgenError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+    return run

@@ -1,0 +1,17 @@
+"""Train a generative model: python train.py --config configs/vae_fashion_mnist.py --workdir runs/vae.
+
+Re-running the same command resumes from the latest checkpoint in --workdir.
+"""
+
+from oodgen.cli import main_wrapper, parse_args
+from oodgen.training import train
+
+
+@main_wrapper
+def main(argv: list[str]) -> None:
+    config, workdir = parse_args(argv, __doc__, config_required=True)
+    train(config, workdir)
+
+
+if __name__ == "__main__":
+    main()
