@@ -10,6 +10,7 @@ from pathlib import Path
 import jax
 import ml_collections
 import numpy as np
+from tqdm.auto import tqdm
 
 from oodgen import checkpoints, data, metrics, plots, sharding
 from oodgen.errors import OodgenError
@@ -98,6 +99,9 @@ def write_outputs(out_dir: Path, scores: dict[str, dict[str, np.ndarray]], resul
         plots.plot_roc(curves, out_dir / PLOTS_DIR / f"roc_{scorer}.png", title=f"{scorer}: ROC vs {in_dist}")
         plots.plot_histograms(per_set, out_dir / PLOTS_DIR / f"hist_{scorer}.png", title=scorer,
                               xlabel=units[scorer], in_dist_name=in_dist)
+        plots.plot_histogram_grid(per_set, out_dir / PLOTS_DIR / f"hist_grid_{scorer}.png",
+                                  title=f"{scorer}: each OOD set against {in_dist}", xlabel=units[scorer],
+                                  in_dist_name=in_dist)
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
@@ -115,7 +119,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     for name in config.eval.scorers:
         scorer = build_scorer(name, model, config.eval, mesh)
         state = scorer.fit(params, fit_images)
-        scores[name] = {spec: scorer.score(state, images) for spec, images in eval_sets.items()}
+        scores[name] = {spec: scorer.score(state, images)
+                        for spec, images in tqdm(eval_sets.items(), desc=f"{name}", unit="set")}
         units[name] = scorer.units
         for spec, values in scores[name].items():
             if not np.all(np.isfinite(values)):

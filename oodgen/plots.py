@@ -79,6 +79,27 @@ def _shared_bins(arrays: list[np.ndarray], n_bins: int, lo_pct: float, hi_pct: f
     return np.linspace(lo, hi, n_bins + 1)
 
 
+def _prepare_histograms(scores: dict[str, np.ndarray], in_dist_name: str, n_bins: int,
+                        robust_range: tuple[float, float]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Validated score arrays and shared bin edges; raises OodgenError on bad arguments."""
+    _check_named(scores, "scores")
+    if in_dist_name not in scores:
+        raise OodgenError(
+            f"in_dist_name {in_dist_name!r} is not among the score sets {sorted(scores)}; pass one of those names."
+        )
+    if n_bins < 1:
+        raise OodgenError(f"n_bins must be a positive integer, got {n_bins!r}.")
+    arrays = {name: as_scores(s, f"{name} scores") for name, s in scores.items()}
+    return arrays, _shared_bins(list(arrays.values()), n_bins, *robust_range)
+
+
+def _draw_histogram(ax: Axes, values: np.ndarray, edges: np.ndarray, label: str, emphasised: bool) -> None:
+    """A normalised step histogram; values outside the edges are counted in the edge bins."""
+    ax.hist(np.clip(values, edges[0], edges[-1]), bins=edges, density=True, histtype="step",
+            linewidth=2.5 if emphasised else 1.2, color="black" if emphasised else None,
+            zorder=3 if emphasised else 2, label=label)
+
+
 def plot_histograms(
     scores: dict[str, np.ndarray],
     path: str | os.PathLike,
@@ -94,28 +115,43 @@ def plot_histograms(
     Bins span the pooled ``robust_range`` percentiles; values outside are counted in the edge bins.
     ``in_dist_name`` is drawn emphasised. Returns the PNG path.
     """
-    _check_named(scores, "scores")
-    if in_dist_name not in scores:
-        raise OodgenError(
-            f"in_dist_name {in_dist_name!r} is not among the score sets {sorted(scores)}; pass one of those names."
-        )
-    if n_bins < 1:
-        raise OodgenError(f"n_bins must be a positive integer, got {n_bins!r}.")
-    arrays = {name: as_scores(s, f"{name} scores") for name, s in scores.items()}
-    edges = _shared_bins(list(arrays.values()), n_bins, *robust_range)
+    arrays, edges = _prepare_histograms(scores, in_dist_name, n_bins, robust_range)
     fig, ax = _new_figure()
     for name, arr in arrays.items():
         is_in = name == in_dist_name
-        ax.hist(
-            np.clip(arr, edges[0], edges[-1]),
-            bins=edges,
-            density=True,
-            histtype="step",
-            linewidth=2.5 if is_in else 1.2,
-            color="black" if is_in else None,
-            zorder=3 if is_in else 2,
-            label=f"{name} (in-dist)" if is_in else name,
-        )
+        _draw_histogram(ax, arr, edges, f"{name} (in-dist)" if is_in else name, is_in)
     ax.set(xlabel=xlabel, ylabel="density", title=title)
     ax.legend(fontsize="small")
+    return save_figure_atomic(fig, path)
+
+
+def plot_histogram_grid(
+    scores: dict[str, np.ndarray],
+    path: str | os.PathLike,
+    title: str,
+    xlabel: str,
+    in_dist_name: str,
+    *,
+    n_bins: int = 60,
+    robust_range: tuple[float, float] = (0.5, 99.5),
+) -> Path:
+    """One panel per OOD dataset: its score histogram against the in-distribution one, shared bins."""
+    arrays, edges = _prepare_histograms(scores, in_dist_name, n_bins, robust_range)
+    others = [name for name in arrays if name != in_dist_name] or [in_dist_name]
+    cols = min(3, len(others))
+    rows = -(-len(others) // cols)
+    fig = Figure(figsize=(4.0 * cols, 3.0 * rows), dpi=_DPI)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True)
+    for ax, name in zip(axes.flat, others):
+        _draw_histogram(ax, arrays[in_dist_name], edges, f"{in_dist_name} (in-dist)", True)
+        if name != in_dist_name:
+            _draw_histogram(ax, arrays[name], edges, name, False)
+        ax.set_title(f"{name}: AUROC {auroc(arrays[in_dist_name], arrays[name]):.3f}", fontsize="medium")
+        ax.legend(fontsize="x-small")
+    for ax in axes.flat[len(others):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel(xlabel)
+    fig.suptitle(title)
     return save_figure_atomic(fig, path)

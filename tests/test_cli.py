@@ -37,7 +37,7 @@ def test_evaluate_writes_scores_metrics_and_plots(trained):
     metrics = json.loads((trained / "metrics.json").read_text())
     assert set(metrics["log_likelihood"]) == {"noise", "fashion_mnist:test+vflip"}
     assert 0 <= metrics["log_likelihood"]["noise"]["auroc"] <= 1
-    for name in ("roc_log_likelihood.png", "hist_log_likelihood.png"):
+    for name in ("roc_log_likelihood.png", "hist_log_likelihood.png", "hist_grid_log_likelihood.png"):
         assert (trained / "plots" / name).stat().st_size > 1000
 
 

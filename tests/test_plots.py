@@ -114,3 +114,14 @@ def test_pyplot_state_untouched(tmp_path):
     before = plt.get_fignums()
     plots.plot_histograms(_scores(), tmp_path / "h.png", "t", "x", "cifar10")
     assert plt.get_fignums() == before
+
+
+def test_plot_histogram_grid_has_one_panel_per_ood_set(tmp_path):
+    scores = _scores()
+    out = plots.plot_histogram_grid(scores, tmp_path / "grid.png", "t", "bits/dim", in_dist_name="cifar10")
+    with Image.open(out) as image:
+        width, height = image.size
+    assert width > height  # panels laid out in a row for up to three OOD sets
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png"]
+    with pytest.raises(OodgenError, match="in_dist_name"):
+        plots.plot_histogram_grid(scores, tmp_path / "g2.png", "t", "x", in_dist_name="nope")
