@@ -6,6 +6,7 @@ each candidate over the baseline (baseline median / candidate median).
 """
 
 import dataclasses
+import os
 import platform
 import re
 import statistics
@@ -64,10 +65,20 @@ TABLE_HEADER = ["| setting | implementation | ms per call, median (25–75%) | i
                 "|---|---|---:|---:|---:|"]
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_description() -> str:
     devices = jax.devices()
-    return (f"{len(devices)}× {devices[0].device_kind} ({jax.default_backend()}), "
-            f"{platform.processor() or platform.machine()}, JAX {jax.__version__}")
+    return (f"{len(devices)}× {devices[0].device_kind} ({jax.default_backend()}); host: {_cpu_model()}, "
+            f"{os.cpu_count()} cores; JAX {jax.__version__}")
 
 
 def write_section(section: str, body: str, path: Path = BENCHMARKS_FILE) -> None:

@@ -140,18 +140,19 @@ def plot_histogram_grid(
     others = [name for name in arrays if name != in_dist_name] or [in_dist_name]
     cols = min(3, len(others))
     rows = -(-len(others) // cols)
-    fig = Figure(figsize=(4.0 * cols, 3.0 * rows), dpi=_DPI)
+    fig = Figure(figsize=(4.0 * cols, 3.0 * rows), dpi=_DPI, layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(rows, cols, squeeze=False, sharex=True)
-    for ax, name in zip(axes.flat, others):
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, (ax, name) in enumerate(zip(axes.flat, others)):
         _draw_histogram(ax, arrays[in_dist_name], edges, f"{in_dist_name} (in-dist)", True)
         if name != in_dist_name:
             _draw_histogram(ax, arrays[name], edges, name, False)
         ax.set_title(f"{name}: AUROC {auroc(arrays[in_dist_name], arrays[name]):.3f}", fontsize="medium")
+        ax.set_xlim(edges[0], edges[-1])
         ax.legend(fontsize="x-small")
+        if i + cols >= len(others):  # nothing drawn below this panel
+            ax.set_xlabel(xlabel)
     for ax in axes.flat[len(others):]:
         ax.set_visible(False)
-    for ax in axes[-1]:
-        ax.set_xlabel(xlabel)
     fig.suptitle(title)
     return save_figure_atomic(fig, path)

@@ -1,0 +1,49 @@
+"""Copies the detection table of an evaluated workdir into BENCHMARKS.md, with the commands that made it.
+
+  python -m bench.record_metrics --workdir runs/vae_fashion_mnist --section vae_fashion_mnist \\
+      --command "bash scripts/run_default.sh"
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bench.runner import machine_description, write_section
+from oodgen.config import load_saved_config
+from oodgen.evaluation import METRICS_FILE, SCORES_FILE, markdown_table
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--section", required=True)
+    parser.add_argument("--command", required=True, help="the command that trained and evaluated the workdir")
+    parser.add_argument("--title", default=None)
+    parser.add_argument("--notes", default="")
+    args = parser.parse_args()
+
+    workdir = Path(args.workdir)
+    config = load_saved_config(workdir)
+    results = json.loads((workdir / METRICS_FILE).read_text())
+    loaded = np.load(workdir / SCORES_FILE)
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    for key in loaded.files:
+        scorer, dataset = key.split("/", 1)
+        scores.setdefault(scorer, {})[dataset] = loaded[key]
+    steps = config.train.steps
+    body = "\n".join([
+        f"### {args.title or args.section}",
+        "",
+        f"Command: `{args.command}` — model `{config.model.name}`, {steps} steps of batch "
+        f"{config.train.batch_size}, {config.eval.num_samples} importance samples per score. "
+        f"Machine: {machine_description()}.",
+        *([args.notes, ""] if args.notes else [""]),
+        markdown_table(results, scores, config.data.test),
+    ])
+    write_section(args.section, body)
+
+
+if __name__ == "__main__":
+    main()
