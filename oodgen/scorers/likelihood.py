@@ -13,6 +13,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from oodgen import likelihoods, sharding
+from oodgen.validation import check_images
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +32,7 @@ class LikelihoodScorer:
         return params
 
     def score(self, state: chex.ArrayTree, images: np.ndarray) -> np.ndarray:
+        images = check_images(images, self.model.image_shape)
         fn = functools.partial(negative_log_likelihood_bpd, self.model, self.num_samples)
         return sharding.map_batches(fn, images, rng=jax.random.key(self.seed), batch_size=self.batch_size,
                                     mesh=self.mesh, desc=self.name, params=state)
