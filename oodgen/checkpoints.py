@@ -10,28 +10,35 @@ import orbax.checkpoint as ocp
 from oodgen.errors import OodgenError
 
 CHECKPOINT_DIR = "checkpoints"
+BEST_DIR = "best"
+BEST_METRIC = "val_bits_per_dim"
 
 
-def checkpoint_manager(workdir: str | os.PathLike, *, read_only: bool = False,
-                       max_to_keep: int | None = None) -> ocp.CheckpointManager:
-    """A manager for `<workdir>/checkpoints`; `read_only` never creates, writes or deletes anything."""
-    directory = Path(workdir).absolute() / CHECKPOINT_DIR
+def checkpoint_manager(workdir: str | os.PathLike, *, read_only: bool = False, max_to_keep: int | None = None,
+                       best: bool = False) -> ocp.CheckpointManager:
+    """A manager for `<workdir>/checkpoints` (the latest few) or `<workdir>/best` (the one with the lowest
+    validation bits/dim). `read_only` never creates, writes or deletes anything."""
+    directory = Path(workdir).absolute() / (BEST_DIR if best else CHECKPOINT_DIR)
     if read_only and not directory.is_dir():
-        raise OodgenError(f"no checkpoints in {str(workdir)!r}: run train.py --workdir {workdir} first")
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
-                                           read_only=read_only, enable_async_checkpointing=False)
+        raise OodgenError(f"no checkpoints in {str(directory)!r}: run train.py --workdir {workdir} first")
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=1 if best else max_to_keep, create=not read_only, read_only=read_only,
+        enable_async_checkpointing=False,
+        best_fn=(lambda metrics: metrics[BEST_METRIC]) if best else None, best_mode="min")
     return ocp.CheckpointManager(directory, options=options)
 
 
-def save(manager: ocp.CheckpointManager, step: int, state: chex.ArrayTree) -> None:
+def save(manager: ocp.CheckpointManager, step: int, state: chex.ArrayTree,
+         metrics: dict[str, float] | None = None) -> None:
     """Saves `state` (a pytree) as `step`; orbax writes to a temporary directory and renames it."""
-    manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
     manager.wait_until_finished()
 
 
 def restore(manager: ocp.CheckpointManager, like: chex.ArrayTree, step: int | None = None) -> chex.ArrayTree:
     """Restores the checkpoint at `step` (default: the latest) with the structure and shardings of `like`."""
-    step = manager.latest_step() if step is None else step
+    if step is None:
+        step = manager.best_step() if manager.directory.name == BEST_DIR else manager.latest_step()
     if step is None:
         raise OodgenError(f"no checkpoint in {manager.directory}; run train.py with this --workdir first")
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)

@@ -4,6 +4,7 @@ import ast
 import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
 
 import ml_collections
@@ -18,6 +19,9 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
     path, _, variant = spec.partition(":")
     if not Path(path).is_file():
         raise OodgenError(f"config file {path!r} not found; pass e.g. --config configs/vae_fashion_mnist.py")
+    package_root = str(Path(path).resolve().parent.parent)  # so configs can import configs.<other>
+    if package_root not in sys.path:
+        sys.path.append(package_root)
     module_spec = importlib.util.spec_from_file_location(f"oodgen_config_{Path(path).stem}", path)
     module = importlib.util.module_from_spec(module_spec)
     try:

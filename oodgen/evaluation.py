@@ -40,8 +40,15 @@ def load_eval_sets(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
 
 def restore_params(config: ml_collections.ConfigDict, workdir: str | os.PathLike, model,
                    mesh: jax.sharding.Mesh):
-    """The parameters of the latest checkpoint in workdir, read without writing anything."""
-    manager = checkpoints.checkpoint_manager(workdir, read_only=True)
+    """Parameters of the best (lowest validation bits/dim) or latest checkpoint, per config.eval.checkpoint.
+
+    Read without writing anything. "best" falls back to the latest when the workdir has no best/.
+    """
+    which = config.eval.get("checkpoint", "latest")
+    if which not in ("best", "latest"):
+        raise OodgenError(f"config.eval.checkpoint={which!r}; use 'best' or 'latest'")
+    best = which == "best" and (Path(workdir) / checkpoints.BEST_DIR).is_dir()
+    manager = checkpoints.checkpoint_manager(workdir, read_only=True, best=best)
     sample = np.zeros((1, *model.image_shape), np.uint8)
     like = create_train_state(model, make_optimizer(config.train), jax.random.key(0), sample)
     state = checkpoints.restore(manager, jax.device_put(like, sharding.replicated(mesh)))

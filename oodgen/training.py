@@ -25,6 +25,7 @@ from oodgen import checkpoints, data, likelihoods, sharding
 from oodgen.config import save_config
 from oodgen.errors import OodgenError
 from oodgen.models import build_model
+from oodgen.objectives import Objective, make_objective, mean_negative_bound
 from oodgen.scorers.likelihood import negative_log_likelihood_bpd
 from oodgen.validation import check_images
 
@@ -58,28 +59,29 @@ def create_train_state(model, optimizer: optax.GradientTransformation, rng: jax.
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
 
 
-def train_step(model, optimizer: optax.GradientTransformation, state: TrainState, images: jax.Array,
-               rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimiser step on the mean per-example loss; per-example keys come from (rng, step, index)."""
+def train_step(model, objective: Objective, optimizer: optax.GradientTransformation, state: TrainState,
+               images: jax.Array, rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimiser step on `objective`; per-example keys come from (rng, step, index in batch)."""
     step_key = jax.random.fold_in(rng, state.step)
     keys = sharding.example_keys(step_key, jnp.arange(images.shape[0]))
-
-    def mean_loss(params):
-        return jnp.mean(model.loss(params, images, keys))
-
-    loss, grads = jax.value_and_grad(mean_loss)(state.params)
+    (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(state.params, images, keys, state.step)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "bits_per_dim": likelihoods.bits_per_dim(loss, model.num_dims),
+    metrics = {**aux, "loss": loss, "bits_per_dim": likelihoods.bits_per_dim(aux["neg_elbo"], model.num_dims),
                "grad_norm": optax.tree.norm(grads)}
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def make_train_step(model, optimizer: optax.GradientTransformation, mesh: Mesh) -> Callable:
-    """`train_step` jitted for `mesh`: state replicated and donated, batch split over `data`."""
+def make_train_step(model, optimizer: optax.GradientTransformation, mesh: Mesh,
+                    objective: Objective | None = None) -> Callable:
+    """`train_step` jitted for `mesh`: state replicated and donated, batch split over `data`.
+
+    `objective` defaults to the model's mean negative bound.
+    """
+    objective = functools.partial(mean_negative_bound, model) if objective is None else objective
     replicated = sharding.replicated(mesh)
     return jax.jit(
-        lambda state, images, rng: train_step(model, optimizer, state, images, rng),
+        lambda state, images, rng: train_step(model, objective, optimizer, state, images, rng),
         in_shardings=(replicated, sharding.data_sharding(mesh), replicated),
         out_shardings=(replicated, replicated),
         donate_argnums=0)
@@ -146,13 +148,14 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
 
     workdir.mkdir(parents=True, exist_ok=True)
     manager = checkpoints.checkpoint_manager(workdir, max_to_keep=config.train.keep_checkpoints)
+    best_manager = checkpoints.checkpoint_manager(workdir, best=True)
     state = create_train_state(model, optimizer, init_key, train_images[:config.train.batch_size])
     state = jax.device_put(state, sharding.replicated(mesh))
     if manager.latest_step() is not None:
         state = checkpoints.restore(manager, state)
     save_config(config, workdir)
 
-    step_fn = make_train_step(model, optimizer, mesh)
+    step_fn = make_train_step(model, optimizer, mesh, make_objective(model, config.train))
     start = int(state.step)
     history: list[dict] = []
     with open(workdir / METRICS_FILE, "a") as log, \
@@ -169,11 +172,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
                 summary = {"step": done, **{k: float(np.mean([m[k] for m in history])) for k in history[0]}}
                 if done % config.train.checkpoint_every == 0 or done == config.train.steps:
                     checkpoints.save(manager, done, state)
-                    summary["val_bits_per_dim"] = validation_bits_per_dim(
+                    summary[checkpoints.BEST_METRIC] = validation_bits_per_dim(
                         model, state.params, val_images, val_key, config.eval.batch_size, mesh)
+                    checkpoints.save(best_manager, done, state, {checkpoints.BEST_METRIC: summary[checkpoints.BEST_METRIC]})
                 progress.set_postfix(bpd=f"{summary['bits_per_dim']:.3f}")
                 log.write(json.dumps(summary) + "\n")
                 log.flush()
                 history = []
     manager.close()
+    best_manager.close()
     return state

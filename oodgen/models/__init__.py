@@ -3,9 +3,10 @@
 import ml_collections
 
 from oodgen.errors import OodgenError
+from oodgen.models.hvae import HVAEModel
 from oodgen.models.vae import VAEModel
 
-MODELS = {"vae": VAEModel}
+MODELS = {"vae": VAEModel, "hvae": HVAEModel}
 
 
 def build_model(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]):
