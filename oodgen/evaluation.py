@@ -2,6 +2,7 @@
 and every OOD set, and write scores.npz, metrics.json and PNG plots into the workdir.
 """
 
+import functools
 import io
 import json
 import os
@@ -56,7 +57,7 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str | os.PathLike
 
 
 def compute_metrics(scores: dict[str, dict[str, np.ndarray]], in_dist: str) -> dict:
-    """{scorer: {ood set: {metric: value}}}, each OOD set against the in-distribution set."""
+    """{score name: {ood set: {metric: value}}}, each OOD set against the in-distribution set."""
     results = {}
     for scorer, per_set in scores.items():
         results[scorer] = {}
@@ -75,9 +76,9 @@ def markdown_table(results: dict, scores: dict[str, dict[str, np.ndarray]], in_d
              "| scorer | OOD set | N | mean score (in / OOD) | AUROC [95% CI] | AUPRC-in | AUPRC-out "
              "| FPR@80 | FPR@95 | det. error |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for scorer, rows in results.items():
+    for scorer in scores:
         mean_in = scores[scorer][in_dist].mean()
-        for name, m in rows.items():
+        for name, m in results[scorer].items():
             lo, hi = m["auroc_ci95"]
             lines.append(
                 f"| {scorer} | {name} | {len(scores[scorer][name])} | {mean_in:.3f} / "
@@ -94,11 +95,13 @@ def _write_atomic(path: Path, payload: bytes) -> None:
 
 
 def write_outputs(out_dir: Path, scores: dict[str, dict[str, np.ndarray]], results: dict,
-                  units: dict[str, str], in_dist: str) -> None:
-    """scores.npz (keys `scorer/dataset`), metrics.json, and per scorer a ROC and a histogram PNG."""
+                  units: dict[str, str], in_dist: str, extra_arrays: dict[str, np.ndarray] | None = None) -> None:
+    """scores.npz (keys `score/dataset`, plus `extra_arrays`), metrics.json, and per score a ROC and
+    histogram PNGs."""
     out_dir.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
-    np.savez(buffer, **{f"{s}/{d}": v for s, per_set in scores.items() for d, v in per_set.items()})
+    np.savez(buffer, **{f"{s}/{d}": v for s, per_set in scores.items() for d, v in per_set.items()},
+             **(extra_arrays or {}))
     _write_atomic(out_dir / SCORES_FILE, buffer.getvalue())
     _write_atomic(out_dir / METRICS_FILE, json.dumps(results, indent=2).encode())
     for scorer, per_set in scores.items():
@@ -111,9 +114,56 @@ def write_outputs(out_dir: Path, scores: dict[str, dict[str, np.ndarray]], resul
                                   in_dist_name=in_dist)
 
 
+def named_scores(scorer, state, images: np.ndarray) -> dict[str, np.ndarray]:
+    """{score name: f32[N]}: every score a scorer gives in one pass (`score_all`), else its one score."""
+    if hasattr(scorer, "score_all"):
+        return scorer.score_all(state, images)
+    return {scorer.name: scorer.score(state, images)}
+
+
+def run_scorers(config: ml_collections.ConfigDict, model, params, eval_sets: dict[str, np.ndarray],
+                fit_images: np.ndarray, mesh) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str]]:
+    """({score name: {dataset: f32[N]}}, {score name: units}) for every scorer in config.eval.scorers."""
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    units: dict[str, str] = {}
+    for scorer_name in config.eval.scorers:
+        scorer = build_scorer(scorer_name, model, config.eval, mesh)
+        state = scorer.fit(params, fit_images)
+        for spec, images in tqdm(eval_sets.items(), desc=scorer_name, unit="set"):
+            for score_name, values in named_scores(scorer, state, images).items():
+                if not np.all(np.isfinite(values)):
+                    raise OodgenError(f"scorer {scorer_name!r} gave non-finite {score_name!r} scores on {spec!r}; "
+                                      "the checkpoint may have diverged")
+                scores.setdefault(score_name, {})[spec] = values
+                units[score_name] = scorer.units
+    return scores, units
+
+
+def kl_per_level(model, params, images: np.ndarray, *, seed: int, batch_size: int, mesh) -> np.ndarray:
+    """Analytic KL(q || p) of every latent level, one posterior sample per image: f32[N, L], nats."""
+    fn = functools.partial(_kl_per_level, model)
+    return sharding.map_batches(fn, images, rng=jax.random.key(seed), batch_size=batch_size, mesh=mesh,
+                                params=params)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _kl_per_level(model, params, images: jax.Array, keys: jax.Array) -> jax.Array:
+    return model.elbo_terms(params, images, keys)[1].T
+
+
+def kl_table(kl_means: dict[str, list[float]]) -> str:
+    """Markdown: mean KL per level (nats) for each dataset."""
+    num_levels = len(next(iter(kl_means.values())))
+    lines = ["Mean KL(q(z_i|.) || p(z_i|z_>i)) per latent level, nats (level 1 = closest to the pixels):", "",
+             "| dataset | " + " | ".join(f"z{i + 1}" for i in range(num_levels)) + " |",
+             "|---|" + "---:|" * num_levels]
+    lines += [f"| {name} | " + " | ".join(f"{v:.2f}" for v in means) + " |" for name, means in kl_means.items()]
+    return "\n".join(lines)
+
+
 def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
              mesh: jax.sharding.Mesh | None = None) -> tuple[dict, str]:
-    """Runs every configured scorer on every configured set; returns (metrics, Markdown table)."""
+    """Runs every configured scorer on every configured set; returns (metrics, Markdown report)."""
     mesh = sharding.data_mesh() if mesh is None else mesh
     workdir = Path(workdir)
     model = build_model(config.model, tuple(config.data.image_shape))
@@ -122,18 +172,18 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     _, fit_images = load_training_data(config)
     in_dist = config.data.test
 
-    scores, units = {}, {}
-    for name in config.eval.scorers:
-        scorer = build_scorer(name, model, config.eval, mesh)
-        state = scorer.fit(params, fit_images)
-        scores[name] = {spec: scorer.score(state, images)
-                        for spec, images in tqdm(eval_sets.items(), desc=f"{name}", unit="set")}
-        units[name] = scorer.units
-        for spec, values in scores[name].items():
-            if not np.all(np.isfinite(values)):
-                raise OodgenError(f"scorer {name!r} gave non-finite scores on {spec!r}; "
-                                  f"the checkpoint at step {step} may have diverged")
+    scores, units = run_scorers(config, model, params, eval_sets, fit_images, mesh)
     results = compute_metrics(scores, in_dist)
-    write_outputs(workdir, scores, results, units, in_dist)
-    table = markdown_table(results, scores, in_dist)
-    return results, f"Checkpoint step {step}. " + table
+    report = [f"Checkpoint step {step}. " + markdown_table(results, scores, in_dist)]
+    extra_arrays = {}
+    if hasattr(model, "elbo_terms"):
+        kls = {spec: kl_per_level(model, params, images, seed=config.eval.seed, batch_size=config.eval.batch_size,
+                                  mesh=mesh) for spec, images in eval_sets.items()}
+        results["kl_per_level"] = {spec: kl.mean(axis=0).tolist() for spec, kl in kls.items()}
+        extra_arrays = {f"kl_per_level/{spec}": kl for spec, kl in kls.items()}
+        report.append(kl_table(results["kl_per_level"]))
+    write_outputs(workdir, scores, results, units, in_dist, extra_arrays)
+    if "kl_per_level" in results:
+        plots.plot_kl_per_level({spec: kl for spec, kl in kls.items()}, workdir / PLOTS_DIR / "kl_per_level.png",
+                                in_dist_name=in_dist)
+    return results, "\n\n".join(report)

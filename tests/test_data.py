@@ -51,7 +51,7 @@ def write_fashion_test_split(folder: Path, images: np.ndarray, labels: np.ndarra
 
 def test_public_api():
     assert oodgen.data.load is load and Dataset._fields[:3] == ("images", "labels", "name")
-    assert available_datasets() == ["constant", "fashion_mnist", "letters", "mnist", "noise"]
+    assert available_datasets() == ["cifar10", "constant", "fashion_mnist", "letters", "mnist", "noise", "svhn"]
     assert set(TRANSFORMS) == {"hflip", "vflip", "invert"}
 
 
@@ -400,3 +400,14 @@ def test_empty_result(tmp_path, monkeypatch):
     with pytest.raises(OodgenError) as excinfo:
         load("fashion_mnist")
     assert_one_line_error(excinfo, "empty", str(tmp_path))
+
+
+@needs_tfds
+def test_cifar10_and_svhn_come_from_tfds_or_fail_with_instructions(mock_tfds, monkeypatch, tmp_path):
+    with mock_tfds.testing.mock_data(num_examples=5):
+        ds = load("cifar10:train", image_shape=(32, 32, 3))
+    assert ds.images.shape == (5, 32, 32, 3) and ds.images.dtype == np.uint8 and ds.name == "cifar10:train"
+    monkeypatch.setenv("OODGEN_TFDS_DATA_DIR", str(tmp_path))
+    with pytest.raises(DatasetNotFoundError) as excinfo:
+        load("svhn", image_shape=(32, 32, 3))
+    assert_one_line_error(excinfo, "svhn:test", "tfds build svhn_cropped")

@@ -4,7 +4,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from oodgen.data import fashion_mnist, letters, mnist, synthetic
+from oodgen.data import fashion_mnist, letters, mnist, synthetic, tfds_only
 from oodgen.data.dataset import Dataset
 from oodgen.data.spec import parse_spec
 from oodgen.data.transforms import TRANSFORMS
@@ -32,6 +32,8 @@ _REGISTRY: dict[str, _Entry] = {
     "letters": _Entry(("test",), None, lambda r: letters.load(r.image_shape)),
     "noise": _Entry(("test",), None, lambda r: synthetic.noise(r.image_shape, r.size, r.seed)),
     "constant": _Entry(("test",), None, lambda r: synthetic.constant(r.image_shape, r.size, r.seed)),
+    "cifar10": _Entry(("test", "train"), (32, 32, 3), lambda r: tfds_only.load("cifar10", r.split, r.size)),
+    "svhn": _Entry(("test", "train"), (32, 32, 3), lambda r: tfds_only.load("svhn", r.split, r.size)),
 }
 
 

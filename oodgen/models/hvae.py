@@ -293,11 +293,14 @@ class HVAEModel:
         chex.assert_shape(kl, (self.num_levels, images.shape[0]))
         return log_px, kl
 
-    def bound(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array, k: int = 0,
+    def bound(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array, k: int | jax.Array = 0,
               num_samples: int = 1) -> jax.Array:
-        """L^{>k} for one k: the importance-weighted bound with S samples, f32[B], nats. k=0: L."""
+        """L^{>k} for one k (may be traced): the importance-weighted bound with S samples, f32[B], nats.
+
+        k=0 gives L. This is the reference's way, one pass per k; `bounds` gives every k at once.
+        """
         target, hs, eps = self._prepare(params, images, rng, num_samples)
-        per_sample = jax.vmap(lambda e: self._terms(params, target, images, hs, e, jnp.int32(k)))
+        per_sample = jax.vmap(lambda e: self._terms(params, target, images, hs, e, jnp.asarray(k, jnp.int32)))
         log_px, log_ratio, _ = per_sample(eps)                         # [S, B], [S, L, B]
         log_w = log_px + log_ratio.sum(axis=1)
         return jax.nn.logsumexp(log_w, axis=0) - math.log(num_samples)

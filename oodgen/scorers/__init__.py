@@ -5,13 +5,18 @@ from jax.sharding import Mesh
 
 from oodgen.errors import OodgenError
 from oodgen.scorers.base import Scorer
+from oodgen.scorers.hierarchical import HierarchicalLLRScorer
 from oodgen.scorers.likelihood import LikelihoodScorer, negative_log_likelihood_bpd
 
-SCORERS = {"log_likelihood": LikelihoodScorer}
+SCORERS = {"log_likelihood": LikelihoodScorer, "hvae_llr": HierarchicalLLRScorer}
 
 
 def build_scorer(name: str, model, eval_config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Scorer:
-    """The scorer registered as `name`, configured from `config.eval`."""
+    """The scorer registered as `name`, configured from `config.eval`.
+
+    Scorers that produce a family of scores in one pass (e.g. LLR^{>k} for every k) also have
+    `score_all(state, images) -> {score name: f32[N]}`.
+    """
     if name not in SCORERS:
         raise OodgenError(f"unknown scorer {name!r} in config.eval.scorers; choose from {sorted(SCORERS)}")
     return SCORERS[name](model=model, num_samples=eval_config.num_samples, batch_size=eval_config.batch_size,
