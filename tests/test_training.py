@@ -45,3 +45,12 @@ def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
     assert "\n" not in str(info.value)
     manager = checkpoints.checkpoint_manager(tmp_path, read_only=True)
     assert good == 2 and manager.all_steps() == [2]
+
+
+def test_best_checkpoint_is_the_one_with_lowest_validation_bits_per_dim(tmp_path):
+    train(_config("--config.train.steps=6"), tmp_path)
+    logged = {json.loads(line)["step"]: json.loads(line)["val_bits_per_dim"]
+              for line in (tmp_path / "train_metrics.jsonl").open()}
+    best = checkpoints.checkpoint_manager(tmp_path, read_only=True, best=True)
+    assert best.all_steps() == [min(logged, key=logged.get)]
+    assert checkpoints.checkpoint_manager(tmp_path, read_only=True).all_steps() == [4, 6]  # keep_checkpoints=2
