@@ -7,25 +7,19 @@ The reference runs one program per k and, inside it, one forward pass per import
 Run: python -m bench.hvae_bounds [--batch 64] [--samples 1,8,32] [--repeats 5]
 """
 
-import argparse
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench.runner import TABLE_HEADER, machine_description, markdown_rows, time_interleaved, write_section
+from bench.runner import bench_parser, markdown_rows, publish, time_interleaved
 from configs.hvae_fashion_mnist import get_config
 from oodgen.models import build_model
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--samples", default="1,8,32")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
+    args = bench_parser(__doc__, batch=64, samples="1,8,32").parse_args()
 
     config = get_config()
     model = build_model(config.model, tuple(config.data.image_shape))
@@ -54,18 +48,11 @@ def main():
             baseline="loop over k and S (reference)", items_per_call=args.batch, repeats=args.repeats)
         rows += markdown_rows(timings, f"B={args.batch}, S={s}, K={levels}")
         print("\n".join(rows[-3:]), flush=True)
-    body = "\n".join([
-        "### HVAE: L^{>k} for every k and S importance samples in one call vs loops",
-        "",
-        f"Machine: {machine_description()}. Model: `configs/hvae_fashion_mnist.py` (3 levels, width "
-        f"{config.model.width}). K = {levels} bounds (k = 0, 1, 2) per image; images/s counts images, each "
-        "with all K bounds.",
-        f"Command: `python -m bench.hvae_bounds --batch {args.batch} --samples {args.samples} "
-        f"--repeats {args.repeats}`",
-        "",
-        *TABLE_HEADER, *rows])
-    if not args.no_write:
-        write_section("hvae_bounds", body)
+    publish("hvae_bounds", "HVAE: L^{>k} for every k and S importance samples in one call vs loops",
+            f"Model: `configs/hvae_fashion_mnist.py` (3 levels, width {config.model.width}); K = {levels} bounds "
+            "(k = 0, 1, 2) per image; images/s counts images, each with all K bounds.",
+            f"python -m bench.hvae_bounds --batch {args.batch} --samples {args.samples} --repeats {args.repeats}",
+            rows, args.no_write)
 
 
 if __name__ == "__main__":

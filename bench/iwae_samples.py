@@ -4,7 +4,6 @@ The loop is how the reference implementations compute it (one forward pass per s
 log-mean-exp). Run: python -m bench.iwae_samples [--batch 64] [--samples 1,16,128] [--repeats 5]
 """
 
-import argparse
 import functools
 import math
 
@@ -12,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench.runner import TABLE_HEADER, machine_description, markdown_rows, time_interleaved, write_section
+from bench.runner import bench_parser, markdown_rows, publish, time_interleaved
 from oodgen.models.vae import VAEModel
 
 
@@ -24,12 +23,7 @@ def loop_over_samples(model, log_weights_one, params, images, rng, num_samples):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--samples", default="1,16,128")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
+    args = bench_parser(__doc__, batch=64, samples="1,16,128").parse_args()
 
     model = VAEModel()  # the default Fashion-MNIST architecture
     images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (args.batch, 28, 28, 1)), jnp.uint8)
@@ -46,16 +40,10 @@ def main():
             baseline="loop over S (reference)", items_per_call=args.batch, repeats=args.repeats)
         rows += markdown_rows(timings, f"B={args.batch}, S={s}")
         print("\n".join(rows[-2:]), flush=True)
-    body = "\n".join([
-        "### IWAE bound: S importance samples as a vmapped axis vs a loop over S",
-        "",
-        f"Machine: {machine_description()}. Model: `VAEModel()` (default Fashion-MNIST VAE).",
-        f"Command: `python -m bench.iwae_samples --batch {args.batch} --samples {args.samples} "
-        f"--repeats {args.repeats}`",
-        "",
-        *TABLE_HEADER, *rows])
-    if not args.no_write:
-        write_section("iwae_samples", body)
+    publish("iwae_samples", "IWAE bound: S importance samples as a vmapped axis vs a loop over S",
+            "Model: `VAEModel()` (default Fashion-MNIST VAE).",
+            f"python -m bench.iwae_samples --batch {args.batch} --samples {args.samples} --repeats {args.repeats}",
+            rows, args.no_write)
 
 
 if __name__ == "__main__":

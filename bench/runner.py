@@ -5,6 +5,7 @@ them alike. Reported: median seconds per call, the 25–75% spread, throughput, 
 each candidate over the baseline (baseline median / candidate median).
 """
 
+import argparse
 import dataclasses
 import os
 import platform
@@ -91,3 +92,21 @@ def write_section(section: str, body: str, path: Path = BENCHMARKS_FILE) -> None
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+def bench_parser(description: str, *, batch: int, samples: str) -> argparse.ArgumentParser:
+    """The flags every speed benchmark takes: --batch, --samples (comma-separated), --repeats, --no-write."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--samples", default=samples)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-write", action="store_true", help="print the rows, leave BENCHMARKS.md alone")
+    return parser
+
+
+def publish(section: str, heading: str, description: str, command: str, rows: list[str], no_write: bool) -> None:
+    """Writes a titled timing table (machine, what was timed, the command) into BENCHMARKS.md."""
+    body = "\n".join([f"### {heading}", "", f"Machine: {machine_description()}. {description}",
+                      f"Command: `{command}`", "", *TABLE_HEADER, *rows])
+    if not no_write:
+        write_section(section, body)

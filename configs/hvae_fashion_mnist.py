@@ -10,19 +10,11 @@ trains 1000 epochs on a GPU with 64 channels; the default here is sized for ~45 
 
 import ml_collections
 
-from configs.vae_fashion_mnist import OOD_SETS
+from configs import vae_fashion_mnist
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict()
-    config.seed = 0
-
-    config.data = ml_collections.ConfigDict()
-    config.data.train = "fashion_mnist:train"
-    config.data.test = "fashion_mnist:test"
-    config.data.image_shape = (28, 28, 1)
-    config.data.num_validation = 5000
-    config.data.max_train_examples = -1
+    config = vae_fashion_mnist.get_config(variant)  # same data, OOD sets and evaluation protocol
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "hvae"
@@ -35,11 +27,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.model.num_mixtures = 10
     config.model.prior_levels = "mode"   # L^{>k}: lowest k levels at the prior's mode (reference) or "sample"
 
-    config.train = ml_collections.ConfigDict()
     config.train.steps = 16000
     config.train.batch_size = 64
     config.train.learning_rate = 3e-4    # Adam, as in the reference
-    config.train.warmup_steps = 100      # learning-rate warm-up
     config.train.grad_clip_norm = 200.0
     config.train.kl_warmup_steps = 3200  # β: 0 -> 1 linearly (reference: 200 of 1000 epochs)
     config.train.free_nats = 2.0         # per level, held, then annealed to 0
@@ -47,36 +37,26 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.train.free_nats_anneal_steps = 3200
     config.train.log_every = 100
     config.train.checkpoint_every = 1000
-    config.train.keep_checkpoints = 2
 
-    config.eval = ml_collections.ConfigDict()
-    config.eval.ood = list(OOD_SETS)
     config.eval.scorers = ["hvae_llr"]
     config.eval.num_samples = 8          # importance samples for L and every L^{>k}
     config.eval.batch_size = 100
-    config.eval.max_examples = -1
-    config.eval.checkpoint = "best"      # "best" (lowest validation bits/dim) or "latest"
-    config.eval.seed = 1
 
     if variant == "tiny":
         config.data.max_train_examples = 256
         config.data.num_validation = 32
         config.model.width = 8
         config.model.dense_width = 16
-        config.model.latent_units = (6, 4)
         config.model.latent_channels = (2,)
+        config.model.latent_units = (6, 4)
         config.train.steps = 4
         config.train.batch_size = 16
-        config.train.warmup_steps = 1
         config.train.kl_warmup_steps = 2
         config.train.free_nats_steps = 1
         config.train.free_nats_anneal_steps = 2
         config.train.log_every = 2
         config.train.checkpoint_every = 2
-        config.eval.ood = ["noise", "fashion_mnist:test+vflip"]
         config.eval.num_samples = 2
         config.eval.batch_size = 16
         config.eval.max_examples = 24
-    elif variant:
-        raise ValueError(f"unknown variant {variant!r}; use '' or 'tiny'")
     return config

@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 
 from oodgen import likelihoods
-from oodgen.models.vae import LIKELIHOODS, depth_to_space
+from oodgen.models.pixels import PixelLikelihood
+from oodgen.models.vae import depth_to_space
 from oodgen.sharding import split_keys
 
 PRIOR_LEVEL_CHOICES = ("mode", "sample")
@@ -213,11 +214,7 @@ class HVAEModel:
     prior_levels: str = "mode"   # how L^{>k} fills the k lowest levels: "mode" (reference) or "sample"
 
     def __post_init__(self):
-        if self.likelihood not in LIKELIHOODS:
-            raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}")
-        if self.likelihood == "bernoulli" and self.image_shape[-1] != 1:
-            raise ValueError("the Bernoulli likelihood is for 1-channel images; "
-                             "use likelihood='discretized_logistic_mixture' for colour")
+        self.pixels  # validates the likelihood
         if self.prior_levels not in PRIOR_LEVEL_CHOICES:
             raise ValueError(f"prior_levels must be one of {PRIOR_LEVEL_CHOICES}, got {self.prior_levels!r}")
         if self.num_levels < 2:
@@ -239,30 +236,21 @@ class HVAEModel:
         return math.prod(self.image_shape)
 
     @property
+    def pixels(self) -> PixelLikelihood:
+        return PixelLikelihood(self.likelihood, self.image_shape, self.num_mixtures)
+
+    @property
     def net(self) -> HVAENet:
-        if self.likelihood == "bernoulli":
-            out_features = 1
-        else:
-            out_features = likelihoods.num_mixture_params(self.num_mixtures, self.image_shape[-1])
         return HVAENet(self.image_shape, self.width, self.dense_width, self.latent_channels,
-                       self.latent_units, self.blocks_per_level, out_features)
+                       self.latent_units, self.blocks_per_level, self.pixels.out_features)
 
     def init(self, rng: jax.Array, images: jax.Array) -> chex.ArrayTree:
         """Parameters for this model, from a (small) batch of uint8 images."""
         return self.net.init(rng, self.preprocess(jax.random.fold_in(rng, 1), images))["params"]
 
     def preprocess(self, rng: jax.Array, images: jax.Array) -> jax.Array:
-        """uint8 [B, H, W, C] -> f32 network input / Bernoulli target (binarised) or [-1, 1] pixels."""
-        if self.likelihood == "bernoulli":
-            return jax.vmap(likelihoods.dynamic_binarize)(split_keys(rng, images.shape[0]), images)
-        return likelihoods.to_symmetric_interval(images)
-
-    def _log_px(self, out: jax.Array, target: jax.Array, images: jax.Array) -> jax.Array:
-        if self.likelihood == "bernoulli":
-            per_element = likelihoods.bernoulli_log_prob(out, target)
-        else:
-            per_element = likelihoods.discretized_logistic_mixture_log_prob(images, out, self.num_mixtures)
-        return likelihoods.sum_per_example(per_element)
+        """uint8 [B, H, W, C] -> the network input and Bernoulli target, f32 [B, H, W, C]."""
+        return self.pixels.preprocess(rng, images)
 
     def _prepare(self, params, images, rng, num_samples):
         """Per-example keys -> (binarised/scaled target, bottom-up features, noise [S, B, ...] per level)."""
@@ -280,7 +268,7 @@ class HVAEModel:
         """log p(x|z) f32[B], log-ratio f32[L, B] and KL f32[L, B] of one top-down pass."""
         out, log_ratio, kl = self.net.apply({"params": params}, hs, eps, k, self.prior_levels == "mode",
                                             method=HVAENet.top_down)
-        return self._log_px(out, target, images), log_ratio, kl
+        return self.pixels.log_prob(out, target, images), log_ratio, kl
 
     def elbo_terms(self, params: chex.ArrayTree, images: jax.Array,
                    rng: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -15,10 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from oodgen import likelihoods
+from oodgen.models.pixels import PixelLikelihood
 from oodgen.sharding import split_keys
-
-LIKELIHOODS = ("bernoulli", "discretized_logistic_mixture")
 
 
 class Encoder(nn.Module):
@@ -106,11 +104,7 @@ class VAEModel:
     num_mixtures: int = 5
 
     def __post_init__(self):
-        if self.likelihood not in LIKELIHOODS:
-            raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}")
-        if self.likelihood == "bernoulli" and self.image_shape[-1] != 1:
-            raise ValueError("the Bernoulli likelihood is for 1-channel images; "
-                             "use likelihood='discretized_logistic_mixture' for colour")
+        self.pixels  # validates the likelihood
         scale = 2 ** len(self.channels)
         if self.image_shape[0] % scale or self.image_shape[1] % scale:
             raise ValueError(f"image height and width must be divisible by {scale} "
@@ -121,36 +115,26 @@ class VAEModel:
         return math.prod(self.image_shape)
 
     @property
+    def pixels(self) -> PixelLikelihood:
+        return PixelLikelihood(self.likelihood, self.image_shape, self.num_mixtures)
+
+    @property
     def net(self) -> VAENet:
-        if self.likelihood == "bernoulli":
-            out_features = 1
-        else:
-            out_features = likelihoods.num_mixture_params(self.num_mixtures, self.image_shape[-1])
-        return VAENet(self.channels, self.latent_dim, self.image_shape, out_features)
+        return VAENet(self.channels, self.latent_dim, self.image_shape, self.pixels.out_features)
 
     def init(self, rng: jax.Array, images: jax.Array) -> chex.ArrayTree:
         """Parameters for this model, from a (small) batch of uint8 images."""
         return self.net.init(rng, self.preprocess(jax.random.fold_in(rng, 1), images))["params"]
 
     def preprocess(self, rng: jax.Array, images: jax.Array) -> jax.Array:
-        """uint8 [B, H, W, C] -> the network's input and the likelihood's target, f32 [B, H, W, C].
-
-        Bernoulli: a dynamic binarisation with one key per example. Logistic: scaled to [-1, 1].
-        """
-        if self.likelihood == "bernoulli":
-            keys = split_keys(rng, images.shape[0])
-            return jax.vmap(likelihoods.dynamic_binarize)(keys, images)
-        return likelihoods.to_symmetric_interval(images)
+        """uint8 [B, H, W, C] -> the network input and Bernoulli target, f32 [B, H, W, C]."""
+        return self.pixels.preprocess(rng, images)
 
     def _log_px(self, params: chex.ArrayTree, z: jax.Array, target: jax.Array,
                 images: jax.Array) -> jax.Array:
         """log p(x | z) in nats: z f32[B, Z] -> f32[B]."""
         out = self.net.apply({"params": params}, z, method=VAENet.decode)
-        if self.likelihood == "bernoulli":
-            per_element = likelihoods.bernoulli_log_prob(out, target)
-        else:
-            per_element = likelihoods.discretized_logistic_mixture_log_prob(images, out, self.num_mixtures)
-        return likelihoods.sum_per_example(per_element)
+        return self.pixels.log_prob(out, target, images)
 
     def log_weights(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array,
                     num_samples: int = 1) -> jax.Array:

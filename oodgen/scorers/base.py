@@ -1,12 +1,24 @@
-"""The scorer contract: fitted on in-distribution data, then one score per image, higher = more OOD."""
+"""The scorer contract, and a base for scorers that map a jitted per-example function over a dataset."""
 
+import dataclasses
+import functools
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import chex
+import jax
 import numpy as np
+from jax.sharding import Mesh
+
+from oodgen import sharding
+from oodgen.validation import check_images
 
 
 class Scorer(Protocol):
+    """Fitted on in-distribution data, then one score per image: higher = more OOD.
+
+    Scorers that give a family of scores in one pass also have `score_all(state, images) -> {name: f32[N]}`.
+    """
     name: str     # key in scores.npz / metrics.json
     units: str    # what a score measures, for plot axes
 
@@ -15,3 +27,27 @@ class Scorer(Protocol):
 
     def score(self, state: Any, images: np.ndarray) -> np.ndarray:
         """f32[N] for uint8 images [N, H, W, C]; every image gets a score, higher = more OOD."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelScorer:
+    """Shared fields of scorers built on one model; `fit` keeps the parameters as the state."""
+    model: Any
+    num_samples: int = 16
+    batch_size: int = 500
+    seed: int = 0
+    mesh: Mesh | None = None
+
+    def fit(self, params: chex.ArrayTree, in_dist: np.ndarray) -> chex.ArrayTree:
+        del in_dist  # nothing to estimate
+        return params
+
+    def map_model(self, fn: Callable, params: chex.ArrayTree, images: np.ndarray) -> np.ndarray:
+        """`fn(model, num_samples, params, images, keys)` (jitted, model and S static) over every image.
+
+        Checks the images first; example i gets key fold_in(key(seed), i). Returns f32[N] or f32[N, F].
+        """
+        images = check_images(images, self.model.image_shape)
+        return sharding.map_batches(functools.partial(fn, self.model, self.num_samples), images,
+                                    rng=jax.random.key(self.seed), batch_size=self.batch_size, mesh=self.mesh,
+                                    desc=getattr(self, "name", None), params=params)

@@ -7,16 +7,14 @@ ranking, and so every metric, is the same in nats).
 
 import dataclasses
 import functools
-from typing import Any
 
 import chex
 import jax
 import numpy as np
-from jax.sharding import Mesh
 
-from oodgen import likelihoods, sharding
+from oodgen import likelihoods
 from oodgen.errors import OodgenError
-from oodgen.validation import check_images
+from oodgen.scorers.base import ModelScorer
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -26,13 +24,8 @@ def all_bounds(model, num_samples: int, params: chex.ArrayTree, images: jax.Arra
 
 
 @dataclasses.dataclass(frozen=True)
-class HierarchicalLLRScorer:
+class HierarchicalLLRScorer(ModelScorer):
     """LLR^{>k} of a hierarchical model (anything with `bounds`); `score` uses `k`, default L - 1."""
-    model: Any
-    num_samples: int = 8
-    batch_size: int = 100
-    seed: int = 0
-    mesh: Mesh | None = None
     k: int | None = None
     name: str = "hvae_llr"
     units: str = "bits/dim"
@@ -44,16 +37,9 @@ class HierarchicalLLRScorer:
         if self.k is not None and not 1 <= self.k < self.model.num_levels:
             raise OodgenError(f"k={self.k} must be in 1..{self.model.num_levels - 1} for this model")
 
-    def fit(self, params: chex.ArrayTree, in_dist: np.ndarray) -> chex.ArrayTree:
-        del in_dist  # nothing to estimate
-        return params
-
     def features(self, state: chex.ArrayTree, images: np.ndarray) -> np.ndarray:
         """L^{>k} for every k = 0 .. L-1 (column k), in nats: f32[N, L]."""
-        images = check_images(images, self.model.image_shape)
-        fn = functools.partial(all_bounds, self.model, self.num_samples)
-        return sharding.map_batches(fn, images, rng=jax.random.key(self.seed), batch_size=self.batch_size,
-                                    mesh=self.mesh, desc=self.name, params=state)
+        return self.map_model(all_bounds, state, images)
 
     def score_all(self, state: chex.ArrayTree, images: np.ndarray) -> dict[str, np.ndarray]:
         """{"log_likelihood": −L, "llr_k<k>": L − L^{>k}, "neg_bound_k<k>": −L^{>k}} for k = 1..L-1, bits/dim."""
