@@ -1,4 +1,3 @@
-import ml_collections
 import pytest
 
 from oodgen.config import load_config_file, load_saved_config, parse_overrides, save_config

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from oodgen import likelihoods
-from oodgen.models.pixels import PixelLikelihood
+from oodgen.models.pixels import PixelModelMixin
 from oodgen.models.vae import depth_to_space
 from oodgen.sharding import split_keys
 
@@ -198,7 +198,7 @@ class HVAENet(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class HVAEModel:
+class HVAEModel(PixelModelMixin):
     """Ladder HVAE on uint8 images, with a Bernoulli or discretised logistic mixture likelihood.
 
     Public functions are pure; `rng` is one key or one key per example (key[B]).
@@ -222,35 +222,16 @@ class HVAEModel:
         if not self.latent_units or not self.latent_channels:
             raise ValueError("give at least one conv level (latent_channels) below at least one dense level "
                              "(latent_units); the top level is dense")
-        scale = 2 ** (len(self.latent_channels) + 1)
-        if self.image_shape[0] % scale or self.image_shape[1] % scale:
-            raise ValueError(f"image height and width must be divisible by {scale} "
-                             f"(2 ** (number of conv latent levels + 1)); got {self.image_shape[:2]}")
+        self.check_divisible(2 ** (len(self.latent_channels) + 1), "2 ** (number of conv latent levels + 1)")
 
     @property
     def num_levels(self) -> int:
         return len(self.latent_channels) + len(self.latent_units)
 
     @property
-    def num_dims(self) -> int:
-        return math.prod(self.image_shape)
-
-    @property
-    def pixels(self) -> PixelLikelihood:
-        return PixelLikelihood(self.likelihood, self.image_shape, self.num_mixtures)
-
-    @property
     def net(self) -> HVAENet:
         return HVAENet(self.image_shape, self.width, self.dense_width, self.latent_channels,
                        self.latent_units, self.blocks_per_level, self.pixels.out_features)
-
-    def init(self, rng: jax.Array, images: jax.Array) -> chex.ArrayTree:
-        """Parameters for this model, from a (small) batch of uint8 images."""
-        return self.net.init(rng, self.preprocess(jax.random.fold_in(rng, 1), images))["params"]
-
-    def preprocess(self, rng: jax.Array, images: jax.Array) -> jax.Array:
-        """uint8 [B, H, W, C] -> the network input and Bernoulli target, f32 [B, H, W, C]."""
-        return self.pixels.preprocess(rng, images)
 
     def _prepare(self, params, images, rng, num_samples):
         """Per-example keys -> (binarised/scaled target, bottom-up features, noise [S, B, ...] per level)."""

@@ -1,7 +1,9 @@
 """The observation model every image model shares: preprocessing uint8 pixels and log p(x | decoder output)."""
 
 import dataclasses
+import math
 
+import chex
 import jax
 
 from oodgen import likelihoods
@@ -47,3 +49,29 @@ class PixelLikelihood:
         else:
             per_element = likelihoods.discretized_logistic_mixture_log_prob(images, out, self.num_mixtures)
         return likelihoods.sum_per_example(per_element)
+
+
+class PixelModelMixin:
+    """What every image model dataclass shares; it needs fields `image_shape`, `likelihood`,
+    `num_mixtures` and a `net` property (a flax module taking the preprocessed images)."""
+
+    @property
+    def num_dims(self) -> int:
+        return math.prod(self.image_shape)
+
+    @property
+    def pixels(self) -> PixelLikelihood:
+        return PixelLikelihood(self.likelihood, self.image_shape, self.num_mixtures)
+
+    def check_divisible(self, scale: int, why: str) -> None:
+        if self.image_shape[0] % scale or self.image_shape[1] % scale:
+            raise ValueError(f"image height and width must be divisible by {scale} ({why}); "
+                             f"got {self.image_shape[:2]}")
+
+    def init(self, rng: jax.Array, images: jax.Array) -> chex.ArrayTree:
+        """Parameters for this model, from a (small) batch of uint8 images."""
+        return self.net.init(rng, self.preprocess(jax.random.fold_in(rng, 1), images))["params"]
+
+    def preprocess(self, rng: jax.Array, images: jax.Array) -> jax.Array:
+        """uint8 [B, H, W, C] -> the network input and Bernoulli target, f32 [B, H, W, C]."""
+        return self.pixels.preprocess(rng, images)

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from oodgen.models.pixels import PixelLikelihood
+from oodgen.models.pixels import PixelModelMixin
 from oodgen.sharding import split_keys
 
 
@@ -92,7 +92,7 @@ def _std_normal_log_prob(x: jax.Array) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class VAEModel:
+class VAEModel(PixelModelMixin):
     """A VAE on uint8 images of `image_shape`, with a Bernoulli or discretised logistic likelihood.
 
     Every public function is pure; `rng` is one key or one key per example (key[B]).
@@ -105,30 +105,11 @@ class VAEModel:
 
     def __post_init__(self):
         self.pixels  # validates the likelihood
-        scale = 2 ** len(self.channels)
-        if self.image_shape[0] % scale or self.image_shape[1] % scale:
-            raise ValueError(f"image height and width must be divisible by {scale} "
-                             f"(2 ** number of conv stages); got {self.image_shape[:2]}")
-
-    @property
-    def num_dims(self) -> int:
-        return math.prod(self.image_shape)
-
-    @property
-    def pixels(self) -> PixelLikelihood:
-        return PixelLikelihood(self.likelihood, self.image_shape, self.num_mixtures)
+        self.check_divisible(2 ** len(self.channels), "2 ** number of conv stages")
 
     @property
     def net(self) -> VAENet:
         return VAENet(self.channels, self.latent_dim, self.image_shape, self.pixels.out_features)
-
-    def init(self, rng: jax.Array, images: jax.Array) -> chex.ArrayTree:
-        """Parameters for this model, from a (small) batch of uint8 images."""
-        return self.net.init(rng, self.preprocess(jax.random.fold_in(rng, 1), images))["params"]
-
-    def preprocess(self, rng: jax.Array, images: jax.Array) -> jax.Array:
-        """uint8 [B, H, W, C] -> the network input and Bernoulli target, f32 [B, H, W, C]."""
-        return self.pixels.preprocess(rng, images)
 
     def _log_px(self, params: chex.ArrayTree, z: jax.Array, target: jax.Array,
                 images: jax.Array) -> jax.Array:

@@ -6,7 +6,7 @@ from jax.sharding import Mesh
 from oodgen.errors import OodgenError
 from oodgen.scorers.base import Scorer
 from oodgen.scorers.hierarchical import HierarchicalLLRScorer
-from oodgen.scorers.likelihood import LikelihoodScorer, negative_log_likelihood_bpd
+from oodgen.scorers.likelihood import LikelihoodScorer
 
 SCORERS = {"log_likelihood": LikelihoodScorer, "hvae_llr": HierarchicalLLRScorer}
 
