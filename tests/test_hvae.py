@@ -98,12 +98,15 @@ def test_an_example_scores_the_same_alone_and_in_a_batch(params, images):
 def test_scorer_reports_llr_and_bounds_for_every_k(params, images):
     scorer = HierarchicalLLRScorer(MODEL, num_samples=4, batch_size=2, seed=9)
     scores = scorer.score_all(params, np.asarray(images))
-    assert sorted(scores) == ["llr_k1", "llr_k2", "log_likelihood", "neg_bound_k1", "neg_bound_k2"]
+    assert sorted(scores) == ["llr_k1", "llr_k2", "log_likelihood", "neg_bound_k1", "neg_bound_k2", "neg_elbo"]
     expected = bounds(params, images, example_keys(jax.random.key(9), jnp.arange(5)), 4)
     to_bpd = 1 / (64 * math.log(2))
     np.testing.assert_allclose(scores["log_likelihood"], -expected[0] * to_bpd, rtol=1e-5)
     np.testing.assert_allclose(scores["llr_k2"], (expected[0] - expected[2]) * to_bpd, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(scorer.score(params, np.asarray(images)), scores["llr_k2"])
+    log_w = MODEL.log_weights(params, images, example_keys(jax.random.key(9), jnp.arange(5)), 4)  # [L, B, S]
+    np.testing.assert_allclose(scores["neg_elbo"], -log_w[0].mean(-1) * to_bpd, rtol=1e-5)
+    assert np.all(scores["neg_elbo"] >= scores["log_likelihood"] - 1e-6)  # Jensen, sample by sample
 
 
 def test_bad_configurations_are_refused():

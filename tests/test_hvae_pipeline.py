@@ -19,7 +19,7 @@ def test_train_and_evaluate_hvae(tmp_path, spec, ood):
     state = train(config, tmp_path)
     assert int(state.step) == config.train.steps
     results, report = evaluate(config, tmp_path)
-    names = ["log_likelihood", "llr_k1", "llr_k2", "neg_bound_k1", "neg_bound_k2"]
+    names = ["log_likelihood", "neg_elbo", "llr_k1", "llr_k2", "neg_bound_k1", "neg_bound_k2"]
     assert all(sorted(results[name]) == sorted(ood) for name in names)
     scores = np.load(tmp_path / "scores.npz")
     n = config.eval.max_examples

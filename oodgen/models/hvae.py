@@ -274,15 +274,23 @@ class HVAEModel(PixelModelMixin):
         log_w = log_px + log_ratio.sum(axis=1)
         return jax.nn.logsumexp(log_w, axis=0) - math.log(num_samples)
 
-    def bounds(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array,
-               num_samples: int = 1) -> jax.Array:
-        """L^{>k} for every k = 0 .. L-1 in one pass (k and the S samples vmapped): f32[L, B], nats."""
+    def log_weights(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array,
+                    num_samples: int = 1) -> jax.Array:
+        """log p(x, z_s) / q(z_s | x) of L^{>k}'s bound for every k = 0 .. L-1 and sample s: f32[L, B, S].
+
+        One bottom-up pass; the top-down pass has k and s as vmapped axes; the noise is shared across k.
+        """
         target, hs, eps = self._prepare(params, images, rng, num_samples)
         one = lambda e, k: self._terms(params, target, images, hs, e, k)  # noqa: E731
         all_k = jax.vmap(jax.vmap(one, in_axes=(0, None)), in_axes=(None, 0))
         log_px, log_ratio, _ = all_k(eps, jnp.arange(self.num_levels))  # [K, S, B], [K, S, L, B]
-        log_w = log_px + log_ratio.sum(axis=2)
-        result = jax.nn.logsumexp(log_w, axis=1) - math.log(num_samples)
+        return jnp.swapaxes(log_px + log_ratio.sum(axis=2), 1, 2)
+
+    def bounds(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array,
+               num_samples: int = 1) -> jax.Array:
+        """L^{>k} for every k = 0 .. L-1 in one pass (k and the S samples vmapped): f32[L, B], nats."""
+        log_w = self.log_weights(params, images, rng, num_samples)
+        result = jax.nn.logsumexp(log_w, axis=-1) - math.log(num_samples)
         chex.assert_shape(result, (self.num_levels, images.shape[0]))
         return result
 

@@ -7,9 +7,11 @@ ranking, and so every metric, is the same in nats).
 
 import dataclasses
 import functools
+import math
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from oodgen import likelihoods
@@ -18,9 +20,13 @@ from oodgen.scorers.base import ModelScorer
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def all_bounds(model, num_samples: int, params: chex.ArrayTree, images: jax.Array, keys: jax.Array) -> jax.Array:
-    """L^{>k} for k = 0 .. L-1, per example: uint8 [B, H, W, C] -> f32[B, L], nats."""
-    return model.bounds(params, images, keys, num_samples).T
+def bounds_and_elbos(model, num_samples: int, params: chex.ArrayTree, images: jax.Array,
+                     keys: jax.Array) -> jax.Array:
+    """Per example, from the same samples: L^{>k} (importance-weighted) for k = 0 .. L-1, then the
+    S-sample average ELBO^{>k}: uint8 [B, H, W, C] -> f32[B, 2L], nats."""
+    log_w = model.log_weights(params, images, keys, num_samples)          # [L, B, S]
+    iw = jax.nn.logsumexp(log_w, axis=-1) - math.log(num_samples)
+    return jnp.concatenate([iw, log_w.mean(axis=-1)], axis=0).T
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,12 +45,14 @@ class HierarchicalLLRScorer(ModelScorer):
 
     def features(self, state: chex.ArrayTree, images: np.ndarray) -> np.ndarray:
         """L^{>k} for every k = 0 .. L-1 (column k), in nats: f32[N, L]."""
-        return self.map_model(all_bounds, state, images)
+        return self.map_model(bounds_and_elbos, state, images)[:, :self.model.num_levels]
 
     def score_all(self, state: chex.ArrayTree, images: np.ndarray) -> dict[str, np.ndarray]:
-        """{"log_likelihood": −L, "llr_k<k>": L − L^{>k}, "neg_bound_k<k>": −L^{>k}} for k = 1..L-1, bits/dim."""
-        bounds = likelihoods.bits_per_dim(self.features(state, images), self.model.num_dims)
-        scores = {"log_likelihood": -bounds[:, 0]}
+        """In bits/dim, for k = 1 .. L-1: {"log_likelihood": −L, "neg_elbo": −ELBO (same samples),
+        "llr_k<k>": L − L^{>k}, "neg_bound_k<k>": −L^{>k}}."""
+        both = likelihoods.bits_per_dim(self.map_model(bounds_and_elbos, state, images), self.model.num_dims)
+        bounds = both[:, :self.model.num_levels]
+        scores = {"log_likelihood": -bounds[:, 0], "neg_elbo": -both[:, self.model.num_levels]}
         for k in range(1, bounds.shape[1]):
             scores[f"llr_k{k}"] = bounds[:, 0] - bounds[:, k]
         for k in range(1, bounds.shape[1]):
