@@ -7,17 +7,23 @@ from oodgen.errors import OodgenError
 from oodgen.scorers.base import Scorer
 from oodgen.scorers.hierarchical import HierarchicalLLRScorer
 from oodgen.scorers.likelihood import LikelihoodScorer
+from oodgen.scorers.typicality import TypicalityScorer
 
-SCORERS = {"log_likelihood": LikelihoodScorer, "hvae_llr": HierarchicalLLRScorer}
+SCORERS = {"log_likelihood": LikelihoodScorer, "hvae_llr": HierarchicalLLRScorer, "typicality": TypicalityScorer}
 
 
 def build_scorer(name: str, model, eval_config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Scorer:
     """The scorer registered as `name`, configured from `config.eval`.
 
     Scorers that produce a family of scores in one pass (e.g. LLR^{>k} for every k) also have
-    `score_all(state, images) -> {score name: f32[N]}`.
+    `score_all(state, images) -> {score name: f32[N]}`. Scorer-specific settings come from
+    `config.eval.<name>` when present, e.g. `config.eval.typicality.alpha`.
     """
     if name not in SCORERS:
         raise OodgenError(f"unknown scorer {name!r} in config.eval.scorers; choose from {sorted(SCORERS)}")
-    return SCORERS[name](model=model, num_samples=eval_config.num_samples, batch_size=eval_config.batch_size,
-                         seed=eval_config.seed, mesh=mesh)
+    extra = dict(eval_config.get(name, None) or {}) if eval_config is not None else {}
+    try:
+        return SCORERS[name](model=model, num_samples=eval_config.num_samples, batch_size=eval_config.batch_size,
+                             seed=eval_config.seed, mesh=mesh, **extra)
+    except TypeError as e:
+        raise OodgenError(f"bad settings in config.eval.{name}: {e}") from None

@@ -1,0 +1,83 @@
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from oodgen.gradients import group_grad_sq_norms, per_example_grad_sq_norms, tensor_names, tensor_sizes
+from oodgen.models.hvae import HVAEModel
+from oodgen.models.vae import VAEModel
+
+
+class Layers(nn.Module):
+    """Dense, conv and transposed-conv layers, each weight and bias a separate feature."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.tanh(nn.Conv(3, (3, 3), strides=(2, 2))(x))
+        h = nn.tanh(nn.ConvTranspose(2, (3, 3), strides=(2, 2))(h))
+        return nn.Dense(1)(h.reshape(h.shape[0], -1))[:, 0]
+
+
+def _layers_loss(module):
+    def loss(params, images, keys):
+        del keys
+        return jnp.square(module.apply({"params": params}, images.astype(jnp.float64) / 255.0))
+    return loss
+
+
+def _naive(loss_fn, params, images, keys, group_size=1):
+    """One jax.grad per group, in a Python loop, norms in float64 numpy."""
+    rows = []
+    for start in range(0, images.shape[0], group_size):
+        sl = slice(start, start + group_size)
+        grads = jax.grad(lambda p: jnp.sum(loss_fn(p, images[sl], keys[sl])))(params)
+        rows.append([float(np.sum(np.asarray(g, np.float64) ** 2)) for g in jax.tree.leaves(grads)])
+    return np.array(rows)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return jnp.asarray(np.random.default_rng(0).integers(0, 256, (6, 8, 8, 1)), jnp.uint8)
+
+
+def test_dense_conv_and_transposed_conv_match_a_naive_loop_in_float64(images):
+    with jax.enable_x64(True):
+        module = Layers(param_dtype=jnp.float64) if hasattr(Layers, "param_dtype") else Layers()
+        params = jax.tree.map(lambda p: p.astype(jnp.float64),
+                              module.init(jax.random.key(0), images.astype(jnp.float64))["params"])
+        keys = jax.random.split(jax.random.key(1), 6)
+        loss = _layers_loss(module)
+        fast = jax.jit(lambda p, x, k: per_example_grad_sq_norms(loss, p, x, k, chunk_size=4))(params, images, keys)
+        assert fast.dtype == jnp.float64
+        np.testing.assert_allclose(fast, _naive(loss, params, images, keys), rtol=1e-10)
+    names = tensor_names(params)
+    assert len(names) == 6 and all(n.endswith(("kernel", "bias")) for n in names)
+    assert tensor_sizes(params)[names.index("Conv_0/kernel")] == 3 * 3 * 1 * 3
+
+
+@pytest.mark.parametrize("model", [
+    VAEModel(image_shape=(8, 8, 1), latent_dim=3, channels=(4,)),
+    HVAEModel(image_shape=(8, 8, 1), width=4, dense_width=8, latent_channels=(2,), latent_units=(3, 2)),
+], ids=["vae", "hvae"])
+def test_generative_models_match_a_naive_loop(model, images):
+    params = jax.jit(model.init)(jax.random.key(0), images)
+    keys = jax.random.split(jax.random.key(1), 6)
+    fast = jax.jit(lambda p, x, k: per_example_grad_sq_norms(model.loss, p, x, k, chunk_size=4))(params, images, keys)
+    np.testing.assert_allclose(fast, _naive(model.loss, params, images, keys), rtol=2e-4, atol=1e-8)
+    assert fast.shape == (6, len(tensor_names(params)))
+
+
+def test_chunking_and_groups(images):
+    module = Layers()
+    params = module.init(jax.random.key(0), images.astype(jnp.float32))["params"]
+    keys = jax.random.split(jax.random.key(1), 6)
+    loss = lambda p, x, k: jnp.square(module.apply({"params": p}, x.astype(jnp.float32) / 255.0))  # noqa: E731
+    by_chunk = [per_example_grad_sq_norms(loss, params, images, keys, chunk_size=c) for c in (1, 4, 6, 100)]
+    for other in by_chunk[1:]:
+        np.testing.assert_allclose(other, by_chunk[0], rtol=1e-5)
+    groups = group_grad_sq_norms(loss, params, images, keys, group_size=2, chunk_size=2)
+    assert groups.shape == (3, 6)
+    np.testing.assert_allclose(groups, _naive(loss, params, images, keys, group_size=2), rtol=1e-5)
+    with pytest.raises(ValueError, match="multiple of the group size"):
+        group_grad_sq_norms(loss, params, images, keys, group_size=4)
