@@ -233,6 +233,11 @@ class HVAEModel(PixelModelMixin):
         return HVAENet(self.image_shape, self.width, self.dense_width, self.latent_channels,
                        self.latent_units, self.blocks_per_level, self.pixels.out_features)
 
+    def is_encoder(self, name: str) -> bool:
+        """Whether the top-level parameter group `name` belongs to the inference network: the bottom-up
+        pass and the posterior heads (the top-down pass and priors are the generative model)."""
+        return name.startswith(("down_", "up_blocks", "up_dense", "to_dense", "posteriors"))
+
     def _prepare(self, params, images, rng, num_samples):
         """Per-example keys -> (binarised/scaled target, bottom-up features, noise [S, B, ...] per level)."""
         keys = split_keys(rng, images.shape[0])

@@ -111,6 +111,10 @@ class VAEModel(PixelModelMixin):
     def net(self) -> VAENet:
         return VAENet(self.channels, self.latent_dim, self.image_shape, self.pixels.out_features)
 
+    def is_encoder(self, name: str) -> bool:
+        """Whether the top-level parameter group `name` belongs to the inference network q(z|x)."""
+        return name == "encoder"
+
     def _log_px(self, params: chex.ArrayTree, z: jax.Array, target: jax.Array,
                 images: jax.Array) -> jax.Array:
         """log p(x | z) in nats: z f32[B, Z] -> f32[B]."""
