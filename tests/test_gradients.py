@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from oodgen.gradients import group_grad_sq_norms, per_example_grad_sq_norms, tensor_names, tensor_sizes
+from oodgen.gradients_fast import fast_grad_sq_norms, fast_path_coverage
 from oodgen.models.hvae import HVAEModel
 from oodgen.models.vae import VAEModel
 
@@ -81,3 +82,47 @@ def test_chunking_and_groups(images):
     np.testing.assert_allclose(groups, _naive(loss, params, images, keys, group_size=2), rtol=1e-5)
     with pytest.raises(ValueError, match="multiple of the group size"):
         group_grad_sq_norms(loss, params, images, keys, group_size=4)
+
+
+class MixedLayers(nn.Module):
+    """Conv variants (stride, VALID padding, dilation), a dense layer on [B, T, D] (Gram kernel), a
+    transposed conv and a weight-normalised conv (both on the fallback path)."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.tanh(nn.Conv(3, (3, 3), strides=(2, 2), padding="VALID")(x))
+        h = nn.tanh(nn.Conv(4, (2, 2), kernel_dilation=(2, 2))(h))
+        h = nn.tanh(nn.ConvTranspose(2, (3, 3), strides=(2, 2))(h))
+        h = nn.tanh(nn.WeightNorm(nn.Conv(2, (3, 3)))(h))
+        h = nn.tanh(nn.Dense(5)(h.reshape(h.shape[0], -1, 2)))      # [B, T, 2] -> [B, T, 5]
+        return nn.Dense(1)(h.reshape(h.shape[0], -1))[:, 0]
+
+
+def test_fast_path_matches_naive_loop_in_float64_and_falls_back_per_layer(images):
+    with jax.enable_x64(True):
+        module = MixedLayers()
+        x64 = images.astype(jnp.float64)
+        params = jax.tree.map(lambda p: p.astype(jnp.float64), module.init(jax.random.key(0), x64)["params"])
+        keys = jax.random.split(jax.random.key(1), 6)
+        loss = lambda p, x, k: jnp.square(module.apply({"params": p}, x.astype(jnp.float64) / 255.0))  # noqa: E731
+        fast = jax.jit(lambda p, x, k: fast_grad_sq_norms(loss, p, x, k, chunk_size=4))(params, images, keys)
+        np.testing.assert_allclose(fast, _naive(loss, params, images, keys), rtol=1e-10)
+        coverage = fast_path_coverage(loss, params, images, keys)
+    assert coverage["Conv_0/kernel"] == coverage["Conv_1/bias"] == coverage["Dense_0/kernel"] == "fast"
+    assert coverage["ConvTranspose_0/kernel"] == "vmap"
+    assert all(v == "vmap" for k, v in coverage.items() if "WeightNorm" in k or k.startswith("Conv_2"))
+
+
+@pytest.mark.parametrize("model", [
+    VAEModel(image_shape=(8, 8, 1), latent_dim=3, channels=(4,)),
+    HVAEModel(image_shape=(8, 8, 1), width=4, dense_width=8, latent_channels=(2,), latent_units=(3, 2)),
+], ids=["vae", "hvae"])
+def test_fast_path_on_generative_models_equals_vmap_grad(model, images):
+    params = jax.jit(model.init)(jax.random.key(0), images)
+    keys = jax.random.split(jax.random.key(1), 6)
+    fast = jax.jit(lambda p, x, k: fast_grad_sq_norms(model.loss, p, x, k, chunk_size=3))(params, images, keys)
+    slow = jax.jit(lambda p, x, k: per_example_grad_sq_norms(model.loss, p, x, k, chunk_size=3))(params, images, keys)
+    np.testing.assert_allclose(fast, slow, rtol=2e-4, atol=1e-8)
+    coverage = fast_path_coverage(model.loss, params, images, keys)
+    if isinstance(model, VAEModel):
+        assert set(coverage.values()) == {"fast"}  # every VAE tensor on the fast path

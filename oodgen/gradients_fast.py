@@ -1,0 +1,194 @@
+"""Per-example gradient norms without per-example gradients of the whole model.
+
+One batched backward pass gives the cotangent g of every Dense/Conv layer's *output* (by adding a
+zero probe to each output and differentiating the summed loss with respect to the probes); with the
+layer's input a, the per-example weight gradient is Σ_t a_t ⊗ g_t over the positions t of that
+example (one position for a dense layer on [B, D], H'·W' patches for a convolution). Its squared
+norm is computed exactly by the cheaper of two kernels, chosen by shape:
+
+  gram:   Σ_{t,t'} (a_t · a_t') (g_t · g_t')      cost ~ T² (D_in + D_out) per example
+  matmul: ‖Σ_t a_t g_tᵀ‖²  (materialises one layer's per-example gradient)   cost ~ T D_in D_out
+
+and the bias gradient is Σ_t g_t. Layers this cannot handle — other layer types, weight-normalised
+layers, layers called more than once or inside an inner `vmap` — fall back to `vmap(grad)` over
+just their own tensors (`oodgen.gradients`).
+"""
+
+import dataclasses
+from collections.abc import Sequence
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax._src.interpreters import batching
+
+from oodgen.gradients import LossFn, group_grad_sq_norms, tensor_names
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerCall:
+    """One intercepted Dense/Conv call: where its parameters live and how to recover its patches."""
+    path: tuple[str, ...]
+    kind: str  # "dense" | "conv"
+    output_shape: tuple[int, ...]
+    output_dtype: jnp.dtype
+    kernel_size: tuple[int, ...] = ()
+    strides: tuple[int, ...] = ()
+    padding: str | tuple[tuple[int, int], ...] = "SAME"
+    dilation: tuple[int, ...] = ()
+
+
+def _conv_padding(module: nn.Conv) -> str | tuple[tuple[int, int], ...] | None:
+    padding = module.padding
+    if isinstance(padding, str):
+        return padding if padding in ("SAME", "VALID") else None
+    if isinstance(padding, int):
+        return tuple((padding, padding) for _ in module.kernel_size)
+    pairs = tuple(tuple(p) if isinstance(p, Sequence) else (p, p) for p in padding)
+    return pairs if all(len(p) == 2 for p in pairs) else None
+
+
+def _as_call(module, x, y, batch: int, inside_weight_norm: bool) -> LayerCall | None:
+    """The call's description if the fast path can handle it, else None."""
+    if inside_weight_norm or isinstance(x, batching.BatchTracer) or x.shape[0] != batch:
+        return None
+    path = tuple(module.path)
+    if type(module) is nn.Dense:
+        return LayerCall(path, "dense", tuple(y.shape), y.dtype)
+    if type(module) is nn.Conv:
+        padding = _conv_padding(module)
+        ndim = len(module.kernel_size)
+        if (padding is None or module.feature_group_count != 1 or ndim != 2 or x.ndim != 4
+                or module.input_dilation not in (None, 1, (1, 1))):
+            return None
+        as_tuple = lambda v: (v,) * ndim if v is None or isinstance(v, int) else tuple(v)  # noqa: E731
+        strides = as_tuple(module.strides or 1)
+        dilation = as_tuple(module.kernel_dilation or 1)
+        return LayerCall(path, "conv", tuple(y.shape), y.dtype, tuple(module.kernel_size), strides, padding,
+                         dilation)
+    return None
+
+
+def _run_with_probes(loss_fn: LossFn, params, images, keys, probes=None):
+    """Runs the loss, recording handled layer calls (and their inputs); adds probes[i] to the outputs."""
+    calls: list[LayerCall | None] = []
+    inputs: list[jax.Array] = []
+    weight_norm_depth = [0]
+
+    def interceptor(next_fun, args, kwargs, context):
+        if context.method_name != "__call__":
+            return next_fun(*args, **kwargs)
+        if isinstance(context.module, nn.WeightNorm):
+            weight_norm_depth[0] += 1
+            try:
+                return next_fun(*args, **kwargs)
+            finally:
+                weight_norm_depth[0] -= 1
+        if type(context.module) not in (nn.Dense, nn.Conv):
+            return next_fun(*args, **kwargs)
+        x = args[0]
+        y = next_fun(*args, **kwargs)
+        call = _as_call(context.module, x, y, images.shape[0], weight_norm_depth[0] > 0)
+        calls.append(call)
+        if call is not None and probes is not None:
+            inputs.append(x)
+            y = y + probes[len(inputs) - 1]
+        return y
+
+    with nn.intercept_methods(interceptor):
+        losses = loss_fn(params, images, keys)
+    return losses, calls, inputs
+
+
+def trace_layers(loss_fn: LossFn, params, images, keys) -> list[LayerCall]:
+    """The Dense/Conv calls the fast path handles, in call order (layers called twice are excluded)."""
+    recorded: list[LayerCall | None] = []
+
+    def shapes_only(p, x, k):
+        _, calls, _ = _run_with_probes(loss_fn, p, x, k)
+        recorded.extend(calls)
+        return 0.0
+
+    jax.eval_shape(shapes_only, params, images, keys)
+    counts: dict[tuple[str, ...], int] = {}
+    for call in recorded:
+        if call is not None:
+            counts[call.path] = counts.get(call.path, 0) + 1
+    return [c for c in recorded if c is not None and counts[c.path] == 1]
+
+
+def _patches(x: jax.Array, call: LayerCall) -> jax.Array:
+    """Conv input [B, H, W, C] -> the patch each output position sees, [B, T, C·kh·kw]."""
+    patches = jax.lax.conv_general_dilated_patches(
+        x, call.kernel_size, call.strides, call.padding, rhs_dilation=call.dilation,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return patches.reshape(x.shape[0], -1, patches.shape[-1])
+
+
+def outer_product_sq_norm(a: jax.Array, g: jax.Array) -> jax.Array:
+    """‖Σ_t a_t g_tᵀ‖² per example, a [B, T, I], g [B, T, O] -> f32[B], by the cheaper exact kernel."""
+    t, i, o = a.shape[1], a.shape[2], g.shape[2]
+    if t == 1:
+        return jnp.sum(a[:, 0] ** 2, -1) * jnp.sum(g[:, 0] ** 2, -1)
+    if t * t * (i + o) <= t * i * o:
+        return jnp.sum(jnp.einsum("bti,bsi->bts", a, a) * jnp.einsum("bto,bso->bts", g, g), axis=(1, 2))
+    return jnp.sum(jnp.einsum("bti,bto->bio", a, g) ** 2, axis=(1, 2))
+
+
+def _layer_norms(call: LayerCall, x: jax.Array, cotangent: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(kernel, bias) per-example squared gradient norms, each f32[B]."""
+    batch = x.shape[0]
+    a = _patches(x, call) if call.kind == "conv" else x.reshape(batch, -1, x.shape[-1])
+    g = cotangent.reshape(batch, -1, cotangent.shape[-1])
+    return outer_product_sq_norm(a, g), jnp.sum(jnp.sum(g, axis=1) ** 2, axis=-1)
+
+
+def fast_grad_sq_norms(loss_fn: LossFn, params: chex.ArrayTree, images: jax.Array, keys: jax.Array,
+                       chunk_size: int = 8) -> jax.Array:
+    """‖∇_{θ_l} loss(x_i)‖² for every example and tensor: f32[B, n_tensors], columns as `tensor_names`.
+
+    Exact; the same numbers as `per_example_grad_sq_norms`, from one batched backward pass for the
+    Dense/Conv layers it handles and `vmap(grad)` (chunked) over the remaining tensors only.
+    """
+    names = tensor_names(params)
+    column = {name: i for i, name in enumerate(names)}
+    calls = trace_layers(loss_fn, params, images, keys)
+    probes = [jnp.zeros(call.output_shape, call.output_dtype) for call in calls]
+
+    def summed(probe_values):
+        losses, _, inputs = _run_with_probes(loss_fn, params, images, keys, probe_values)
+        return jnp.sum(losses), inputs
+
+    columns: dict[int, jax.Array] = {}
+    if calls:
+        (_, inputs), cotangents = jax.value_and_grad(summed, has_aux=True)(probes)
+        for call, x, g in zip(calls, inputs, cotangents):
+            kernel, bias = _layer_norms(call, x, g)
+            for leaf, value in (("kernel", kernel), ("bias", bias)):
+                name = "/".join((*call.path, leaf))
+                if name in column:
+                    columns[column[name]] = value
+
+    rest = [i for i in range(len(names)) if i not in columns]
+    if rest:
+        leaves, treedef = jax.tree.flatten(params)
+
+        def loss_of_rest(rest_leaves, x, k):
+            full = list(leaves)
+            for i, leaf in zip(rest, rest_leaves):
+                full[i] = leaf
+            return loss_fn(treedef.unflatten(full), x, k)
+
+        rest_norms = group_grad_sq_norms(loss_of_rest, [leaves[i] for i in rest], images, keys, 1, chunk_size)
+        for j, i in enumerate(rest):
+            columns[i] = rest_norms[:, j]
+    return jnp.stack([columns[i] for i in range(len(names))], axis=1)
+
+
+def fast_path_coverage(loss_fn: LossFn, params: chex.ArrayTree, images: jax.Array,
+                       keys: jax.Array) -> dict[str, str]:
+    """{tensor name: "fast" | "vmap"}: which path computes each feature column."""
+    fast = {"/".join((*call.path, leaf)) for call in trace_layers(loss_fn, params, images, keys)
+            for leaf in ("kernel", "bias")}
+    return {name: "fast" if name in fast else "vmap" for name in tensor_names(params)}

@@ -1,0 +1,110 @@
+import dataclasses
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from oodgen.errors import OodgenError
+from oodgen.likelihoods import bits_per_dim
+from oodgen.models.hvae import HVAEModel
+from oodgen.models.vae import VAEModel
+from oodgen.scorers.regret import LikelihoodRegretScorer, optimise_encoder, regret_per_example, split_encoder
+from oodgen.sharding import example_keys
+
+VAE = VAEModel(image_shape=(8, 8, 1), latent_dim=3, channels=(4,))
+HVAE = HVAEModel(image_shape=(8, 8, 1), width=4, dense_width=8, latent_channels=(2,), latent_units=(3, 2))
+LR, WD = 1e-2, 5e-5  # a larger step than the reference's 2e-4, so a few steps move the bound
+
+
+def _images(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 8, 8, 1)).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def vae_params():
+    return VAE.init(jax.random.key(0), _images(2))
+
+
+def loop_regret(model, num_steps, params, images, keys, num_samples):
+    """One image at a time, as the reference: copy the encoder, Adam + L2 decay on its ELBO, bound again."""
+    grad = jax.jit(jax.grad(lambda p, x, k: model.loss(p, x[None], k[None])[0]))
+    bound = jax.jit(lambda p, x, k: model.log_prob(p, x[None], k[None], num_samples)[0])
+    regrets = []
+    for image, key in zip(images, keys):
+        encoder = {n: g for n, g in params.items() if model.is_encoder(n)}
+        optimizer = optax.chain(optax.add_decayed_weights(WD), optax.adam(LR))
+        state = optimizer.init(encoder)
+        step_keys = jax.random.split(jax.random.fold_in(key, 1), num_steps)
+        for t in range(num_steps):
+            g = grad({**params, **encoder}, image, step_keys[t])
+            updates, state = optimizer.update({n: g[n] for n in encoder}, state, encoder)
+            encoder = optax.apply_updates(encoder, updates)
+        regrets.append(float(bound({**params, **encoder}, image, key) - bound(params, image, key)))
+    return np.asarray(regrets)
+
+
+@pytest.mark.parametrize("model", [VAE, HVAE], ids=["vae", "hvae"])
+def test_vmapped_regret_equals_loop_over_examples(model):
+    params = model.init(jax.random.key(0), _images(2))
+    images = _images(3, seed=1)
+    keys = example_keys(jax.random.key(3), np.arange(3))
+    got = regret_per_example(model, 4, LR, WD, 2, params, images, keys)
+    expected = loop_regret(model, 4, params, images, keys, 2)
+    assert np.abs(expected).max() > 1e-2  # the steps did move the bound
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=2e-4)
+
+
+def test_regret_is_positive_on_average_and_zero_without_steps(vae_params):
+    images = _images(16, seed=2)
+    keys = example_keys(jax.random.key(4), np.arange(16))
+    regret = np.asarray(regret_per_example(VAE, 8, LR, WD, 4, vae_params, images, keys))
+    assert np.all(np.isfinite(regret)) and regret.mean() > 0
+    none = regret_per_example(VAE, 0, LR, WD, 4, vae_params, images, keys)
+    np.testing.assert_array_equal(none, np.zeros(16, np.float32))
+
+
+def test_only_encoder_parameters_change(vae_params):
+    fit = jax.jit(optimise_encoder, static_argnums=(0, 1, 2, 3))
+    fitted = fit(VAE, 3, LR, WD, vae_params, _images(1)[0], jax.random.key(5))
+    assert jax.tree.structure(fitted) == jax.tree.structure(dict(vae_params))
+    for a, b in zip(jax.tree.leaves(fitted["decoder"]), jax.tree.leaves(vae_params["decoder"])):
+        np.testing.assert_array_equal(a, b)
+    assert all(not np.array_equal(a, b) for a, b in
+               zip(jax.tree.leaves(fitted["encoder"]), jax.tree.leaves(vae_params["encoder"])))
+
+
+def test_scorer_scores_every_example_in_bits_per_dim(vae_params):
+    images = _images(5, seed=3)
+    scorer = LikelihoodRegretScorer(VAE, num_samples=2, batch_size=4, seed=7, num_steps=3, learning_rate=LR)
+    scores = scorer.score_all(scorer.fit(vae_params, images), images)
+    assert set(scores) == {"likelihood_regret", "regret_nll_before", "regret_nll_after"}
+    keys = example_keys(jax.random.key(7), np.arange(5))
+    expected = bits_per_dim(regret_per_example(VAE, 3, LR, 5e-5, 2, vae_params, images, keys), 64)
+    np.testing.assert_allclose(scores["likelihood_regret"], expected, rtol=1e-4, atol=1e-6)
+    before = bits_per_dim(-VAE.log_prob(vae_params, images, keys, 2), 64)
+    np.testing.assert_allclose(scores["regret_nll_before"], before, rtol=1e-5)
+    zero = LikelihoodRegretScorer(VAE, num_samples=2, batch_size=4, num_steps=0).score(vae_params, images)
+    np.testing.assert_array_equal(zero, np.zeros(5, np.float32))
+
+
+@dataclasses.dataclass(frozen=True)
+class NoEncoder:
+    image_shape: tuple[int, int, int] = (8, 8, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderNamedElsewhere(NoEncoder):
+    def is_encoder(self, name: str) -> bool:
+        return name == "inference"
+
+
+def test_models_without_an_encoder_are_refused(vae_params):
+    with pytest.raises(OodgenError, match="needs a model with an encoder"):
+        LikelihoodRegretScorer(NoEncoder())
+    with pytest.raises(OodgenError, match="needs a model with an encoder"):
+        regret_per_example(NoEncoder(), 1, LR, WD, 1, vae_params, _images(1), example_keys(jax.random.key(0), np.arange(1)))
+    with pytest.raises(OodgenError, match="no parameter group"):
+        split_encoder(EncoderNamedElsewhere(), vae_params)
+    with pytest.raises(OodgenError, match="num_steps"):
+        LikelihoodRegretScorer(VAE, num_steps=-1)
