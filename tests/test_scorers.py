@@ -39,3 +39,30 @@ def test_scorer_refuses_bad_images(params, images, match):
 def test_unknown_scorer_name():
     with pytest.raises(OodgenError, match="unknown scorer"):
         build_scorer("nope", MODEL, None)
+
+
+def test_gradient_norm_scorer_features_groups_and_densities(params):
+    from oodgen.gradients import group_grad_sq_norms
+    from oodgen.scorers.gradients import GradientNormScorer
+
+    rng = np.random.default_rng(1)
+    fit_images = rng.integers(0, 256, (24, 8, 8, 1)).astype(np.uint8)
+    test_images = rng.integers(0, 256, (7, 8, 8, 1)).astype(np.uint8)
+    scorer = GradientNormScorer(MODEL, batch_size=4, seed=3, densities=("gaussian_log", "chi_square", "gmm"))
+    features = scorer.features(params, test_images)
+    keys = example_keys(jax.random.key(3), np.arange(7))
+    direct = group_grad_sq_norms(MODEL.loss, params, jax.numpy.asarray(test_images), keys)
+    np.testing.assert_allclose(features, direct, rtol=2e-4, atol=1e-9)
+    state = scorer.fit(params, fit_images)
+    scores = scorer.score_all(state, test_images)
+    assert sorted(scores) == ["grad_chi_square", "grad_gaussian_log", "grad_gmm"]
+    assert all(v.shape == (7,) and np.all(np.isfinite(v)) for v in scores.values())
+
+    grouped = GradientNormScorer(MODEL, batch_size=4, seed=3, group_size=2, densities=("gaussian_log",))
+    group_features = grouped.features(params, test_images)   # 7 images: the last group is image 6 twice
+    padded = np.concatenate([test_images, test_images[-1:]])
+    keys8 = example_keys(jax.random.key(3), np.arange(8))
+    expected = np.repeat(group_grad_sq_norms(MODEL.loss, params, jax.numpy.asarray(padded), keys8, 2), 2, axis=0)
+    np.testing.assert_allclose(group_features, expected[:7], rtol=2e-4, atol=1e-9)
+    with pytest.raises(OodgenError, match="group_size"):
+        GradientNormScorer(MODEL, batch_size=5, group_size=2)

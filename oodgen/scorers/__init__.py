@@ -5,11 +5,17 @@ from jax.sharding import Mesh
 
 from oodgen.errors import OodgenError
 from oodgen.scorers.base import Scorer
+from oodgen.scorers.gradients import GradientNormScorer
 from oodgen.scorers.hierarchical import HierarchicalLLRScorer
 from oodgen.scorers.likelihood import LikelihoodScorer
 from oodgen.scorers.typicality import TypicalityScorer
 
-SCORERS = {"log_likelihood": LikelihoodScorer, "hvae_llr": HierarchicalLLRScorer, "typicality": TypicalityScorer}
+SCORERS = {
+    "log_likelihood": LikelihoodScorer,
+    "hvae_llr": HierarchicalLLRScorer,
+    "typicality": TypicalityScorer,
+    "grad_norms": GradientNormScorer,
+}
 
 
 def build_scorer(name: str, model, eval_config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Scorer:

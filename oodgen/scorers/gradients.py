@@ -1,0 +1,94 @@
+"""Layer-wise gradient-norm scores (Dauncey et al.): f_l = ‖∇_{θ_l} NLL(x)‖² per parameter tensor,
+put under a density fitted on held-out in-distribution data; score = −log density (higher = more OOD).
+
+The loss is the model's per-example training loss (the negative bound). With `group_size` G > 1, the
+"group" variant: the gradient of the loss summed over G consecutive images; every image of a group
+gets its group's score, and a ragged last group is completed with copies of its last image.
+"""
+
+import dataclasses
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from oodgen import density, sharding
+from oodgen.errors import OodgenError
+from oodgen.gradients import group_grad_sq_norms, tensor_sizes
+from oodgen.gradients_fast import fast_grad_sq_norms
+from oodgen.scorers.base import ModelScorer
+from oodgen.validation import check_images
+
+METHODS = ("fast", "vmap")
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def gradient_features(model, method: str, group_size: int, chunk_size: int, params: chex.ArrayTree,
+                      images: jax.Array, keys: jax.Array) -> jax.Array:
+    """Squared gradient norms per tensor, one row per image (its group's row when G > 1): f32[B, n_tensors]."""
+    if group_size == 1 and method == "fast":
+        return fast_grad_sq_norms(model.loss, params, images, keys, chunk_size)
+    norms = group_grad_sq_norms(model.loss, params, images, keys, group_size, chunk_size)
+    return jnp.repeat(norms, group_size, axis=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientFitState:
+    params: chex.ArrayTree
+    densities: dict  # name -> fitted density
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientNormScorer(ModelScorer):
+    """Scores `grad_<density>` for each density in `densities` ("gaussian_log", "chi_square", "gmm", "knn")."""
+    densities: tuple[str, ...] = ("gaussian_log", "chi_square", "gmm")
+    group_size: int = 1
+    method: str = "fast"
+    chunk_size: int = 8
+    name: str = "grad_norms"
+    units: str = "−log density of squared gradient norms"
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise OodgenError(f"grad_norms method {self.method!r}; use one of {METHODS}")
+        if self.group_size < 1 or self.batch_size % self.group_size:
+            raise OodgenError(f"grad_norms group_size={self.group_size} must be >= 1 and divide the evaluation "
+                              f"batch size {self.batch_size}")
+        unknown = [d for d in self.densities if d not in density.DENSITIES]
+        if unknown:
+            raise OodgenError(f"unknown density {unknown[0]!r} for grad_norms; choose from {sorted(density.DENSITIES)}")
+
+    def features(self, params: chex.ArrayTree, images: np.ndarray) -> np.ndarray:
+        """f32[N, n_tensors]: squared gradient norm of every parameter tensor (see `oodgen.gradients.tensor_names`)."""
+        images = check_images(images, self.model.image_shape)
+        fn = functools.partial(gradient_features, self.model, self.method, self.group_size, self.chunk_size)
+        return sharding.map_batches(fn, _complete_last_group(images, self.group_size),
+                                    rng=jax.random.key(self.seed), batch_size=self.batch_size, mesh=self.mesh,
+                                    desc=self.name, params=params)[:images.shape[0]]
+
+    def fit(self, params: chex.ArrayTree, in_dist: np.ndarray) -> GradientFitState:
+        features = self.features(params, in_dist)
+        if self.group_size > 1:
+            features = features[::self.group_size]
+        fitted = {}
+        for name in self.densities:
+            kwargs = {"dofs": tensor_sizes(params)} if name == "chi_square" else {}
+            fitted[name] = density.fit_density(name, features, **kwargs)
+        return GradientFitState(params, fitted)
+
+    def score_all(self, state: GradientFitState, images: np.ndarray) -> dict[str, np.ndarray]:
+        features = self.features(state.params, images)
+        suffix = f"_group{self.group_size}" if self.group_size > 1 else ""
+        return {f"grad_{name}{suffix}": fitted.score(features).astype(np.float32)
+                for name, fitted in state.densities.items()}
+
+    def score(self, state: GradientFitState, images: np.ndarray) -> np.ndarray:
+        """−log density under the first of `densities`, f32[N]."""
+        return next(iter(self.score_all(state, images).values()))
+
+
+def _complete_last_group(images: np.ndarray, group_size: int) -> np.ndarray:
+    missing = -images.shape[0] % group_size
+    return images if not missing else np.concatenate([images, np.repeat(images[-1:], missing, axis=0)])
