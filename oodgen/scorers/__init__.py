@@ -8,6 +8,7 @@ from oodgen.scorers.base import Scorer
 from oodgen.scorers.gradients import GradientNormScorer
 from oodgen.scorers.hierarchical import HierarchicalLLRScorer
 from oodgen.scorers.likelihood import LikelihoodScorer
+from oodgen.scorers.regret import LikelihoodRegretScorer
 from oodgen.scorers.typicality import TypicalityScorer
 
 SCORERS = {
@@ -15,6 +16,7 @@ SCORERS = {
     "hvae_llr": HierarchicalLLRScorer,
     "typicality": TypicalityScorer,
     "grad_norms": GradientNormScorer,
+    "likelihood_regret": LikelihoodRegretScorer,
 }
 
 

@@ -1,4 +1,4 @@
-"""The HVAE configs end to end: train a few steps, evaluate every LLR^{>k}, the per-level KL report."""
+"""Configs end to end: train a few steps, evaluate every scorer (LLR^{>k}, per-level KL, gradients, typicality)."""
 
 import json
 
@@ -30,3 +30,16 @@ def test_train_and_evaluate_hvae(tmp_path, spec, ood):
     assert set(kl_means) == {config.data.test, *ood} and all(len(v) == 3 for v in kl_means.values())
     assert "| z1 | z2 | z3 |" in report
     assert (tmp_path / "plots" / "kl_per_level.png").stat().st_size > 1000
+
+
+def test_vae_with_gradient_and_typicality_scorers(tmp_path):
+    config = load_config_file("configs/vae_fashion_mnist.py:tiny")
+    config.eval.scorers = ["log_likelihood", "grad_norms", "typicality"]
+    config.eval.grad_norms.densities = ("gaussian_log", "chi_square")
+    config.eval.batch_size = 16
+    train(config, tmp_path)
+    results, _ = evaluate(config, tmp_path)
+    assert {"log_likelihood", "grad_gaussian_log", "grad_chi_square", "typicality"} <= set(results)
+    scores = np.load(tmp_path / "scores.npz")
+    for name in ("grad_gaussian_log", "grad_chi_square", "typicality"):
+        assert scores[f"{name}/noise"].shape == (48,) and np.all(np.isfinite(scores[f"{name}/noise"]))
