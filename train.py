@@ -9,7 +9,7 @@ from oodgen.training import train
 
 @main_wrapper
 def main(argv: list[str]) -> None:
-    config, workdir = parse_args(argv, __doc__, config_required=True)
+    config, workdir, _ = parse_args(argv, __doc__, config_required=True)
     train(config, workdir)
 
 

@@ -4,6 +4,7 @@ import argparse
 import functools
 import sys
 from collections.abc import Callable
+from typing import NamedTuple
 
 import ml_collections
 
@@ -13,8 +14,14 @@ from oodgen.errors import OodgenError
 EXIT_BAD_INPUT = 2
 
 
-def parse_args(argv: list[str], description: str, config_required: bool) -> tuple[ml_collections.ConfigDict, str]:
-    """--config FILE[:variant] --workdir DIR [--config.key=value ...] -> (config, workdir).
+class Invocation(NamedTuple):
+    config: ml_collections.ConfigDict
+    workdir: str
+    outdir: str | None  # where evaluate.py writes results (None: the workdir)
+
+
+def parse_args(argv: list[str], description: str, config_required: bool, with_outdir: bool = False) -> Invocation:
+    """--config FILE[:variant] --workdir DIR [--outdir DIR] [--config.key=value ...].
 
     Without --config (where allowed) the config saved in the workdir by train.py is used.
     """
@@ -23,9 +30,11 @@ def parse_args(argv: list[str], description: str, config_required: bool) -> tupl
                         help="configs/<name>.py[:variant]" + ("" if config_required else
                                                               " (default: the one saved in --workdir)"))
     parser.add_argument("--workdir", required=True, help="directory for checkpoints and results")
+    if with_outdir:
+        parser.add_argument("--outdir", default=None, help="write results here instead of --workdir")
     args, rest = parser.parse_known_args(argv)
     config = load_config_file(args.config) if args.config else load_saved_config(args.workdir)
-    return parse_overrides(config, rest), args.workdir
+    return Invocation(parse_overrides(config, rest), args.workdir, getattr(args, "outdir", None))
 
 
 def main_wrapper(main: Callable[[list[str]], None]) -> Callable[[], None]:

@@ -162,10 +162,14 @@ def kl_table(kl_means: dict[str, list[float]]) -> str:
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
-             mesh: jax.sharding.Mesh | None = None) -> tuple[dict, str]:
-    """Runs every configured scorer on every configured set; returns (metrics, Markdown report)."""
+             mesh: jax.sharding.Mesh | None = None, outdir: str | os.PathLike | None = None) -> tuple[dict, str]:
+    """Runs every configured scorer on every configured set; returns (metrics, Markdown report).
+
+    Outputs go to `outdir` (default: the workdir), so several evaluations of one model can coexist.
+    """
     mesh = sharding.data_mesh() if mesh is None else mesh
     workdir = Path(workdir)
+    outdir = workdir if outdir is None else Path(outdir)
     model = build_model(config.model, tuple(config.data.image_shape))
     params, step = restore_params(config, workdir, model, mesh)
     eval_sets = load_eval_sets(config)
@@ -182,8 +186,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
         results["kl_per_level"] = {spec: kl.mean(axis=0).tolist() for spec, kl in kls.items()}
         extra_arrays = {f"kl_per_level/{spec}": kl for spec, kl in kls.items()}
         report.append(kl_table(results["kl_per_level"]))
-    write_outputs(workdir, scores, results, units, in_dist, extra_arrays)
+    write_outputs(outdir, scores, results, units, in_dist, extra_arrays)
     if "kl_per_level" in results:
-        plots.plot_kl_per_level({spec: kl for spec, kl in kls.items()}, workdir / PLOTS_DIR / "kl_per_level.png",
+        plots.plot_kl_per_level({spec: kl for spec, kl in kls.items()}, outdir / PLOTS_DIR / "kl_per_level.png",
                                 in_dist_name=in_dist)
     return results, "\n\n".join(report)

@@ -74,3 +74,11 @@ def test_corrupt_checkpoint_is_a_clear_error(trained, tmp_path):
             f.write_bytes(b"garbage")
     result = _run("evaluate.py", "--workdir", str(broken), check=False)
     assert result.returncode == 2 and "cannot restore checkpoint" in result.stderr, result.stderr
+
+
+def test_outdir_keeps_evaluations_apart(trained, tmp_path):
+    before = (trained / "metrics.json").read_bytes()
+    _run("evaluate.py", "--workdir", str(trained), "--outdir", str(tmp_path / "other"),
+         "--config.eval.ood=['constant']")
+    assert (trained / "metrics.json").read_bytes() == before
+    assert set(json.loads((tmp_path / "other" / "metrics.json").read_text())["log_likelihood"]) == {"constant"}
