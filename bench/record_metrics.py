@@ -12,7 +12,7 @@ import numpy as np
 
 from bench.runner import machine_description, write_section
 from oodgen.config import load_saved_config
-from oodgen.evaluation import METRICS_FILE, SCORES_FILE, markdown_table
+from oodgen.evaluation import METRICS_FILE, SCORES_FILE, kl_table, markdown_table
 
 
 def main():
@@ -22,25 +22,29 @@ def main():
     parser.add_argument("--command", required=True, help="the command that trained and evaluated the workdir")
     parser.add_argument("--title", default=None)
     parser.add_argument("--notes", default="")
+    parser.add_argument("--outdir", default=None, help="where evaluate.py wrote its results (default: --workdir)")
     args = parser.parse_args()
 
     workdir = Path(args.workdir)
+    outdir = Path(args.outdir) if args.outdir else workdir
     config = load_saved_config(workdir)
-    results = json.loads((workdir / METRICS_FILE).read_text())
-    loaded = np.load(workdir / SCORES_FILE)
+    results = json.loads((outdir / METRICS_FILE).read_text())
+    loaded = np.load(outdir / SCORES_FILE)
     scores: dict[str, dict[str, np.ndarray]] = {}
     for key in loaded.files:
         scorer, dataset = key.split("/", 1)
-        scores.setdefault(scorer, {})[dataset] = loaded[key]
+        if scorer in results and scorer != "kl_per_level":
+            scores.setdefault(scorer, {})[dataset] = loaded[key]
     steps = config.train.steps
     body = "\n".join([
         f"### {args.title or args.section}",
         "",
         f"Command: `{args.command}` — model `{config.model.name}`, {steps} steps of batch "
-        f"{config.train.batch_size}, {config.eval.num_samples} importance samples per score. "
+        f"{config.train.batch_size}, {config.eval.num_samples} importance samples per bound. "
         f"Machine: {machine_description()}.",
         *([args.notes, ""] if args.notes else [""]),
         markdown_table(results, scores, config.data.test),
+        *(["", kl_table(results["kl_per_level"])] if "kl_per_level" in results else []),
     ])
     write_section(args.section, body)
 
