@@ -22,6 +22,9 @@ from oodgen.scorers.base import ModelScorer
 from oodgen.validation import check_images
 
 METHODS = ("fast", "vmap")
+# Exactly-zero norms happen (a layer whose input is all zeros, e.g. a black image): the log-space densities
+# see them as the smallest positive float32 instead, i.e. as extreme (and so OOD) values.
+FEATURE_FLOOR = float(np.finfo(np.float32).tiny)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
@@ -61,7 +64,10 @@ class GradientNormScorer(ModelScorer):
             raise OodgenError(f"unknown density {unknown[0]!r} for grad_norms; choose from {sorted(density.DENSITIES)}")
 
     def features(self, params: chex.ArrayTree, images: np.ndarray) -> np.ndarray:
-        """f32[N, n_tensors]: squared gradient norm of every parameter tensor (see `oodgen.gradients.tensor_names`)."""
+        """f32[N, n_tensors]: squared gradient norm of every parameter tensor (see `oodgen.gradients.tensor_names`).
+
+        The densities see max(f, FEATURE_FLOOR); this returns the raw norms.
+        """
         images = check_images(images, self.model.image_shape)
         fn = functools.partial(gradient_features, self.model, self.method, self.group_size, self.chunk_size)
         return sharding.map_batches(fn, _complete_last_group(images, self.group_size),
@@ -69,7 +75,7 @@ class GradientNormScorer(ModelScorer):
                                     desc=self.name, params=params)[:images.shape[0]]
 
     def fit(self, params: chex.ArrayTree, in_dist: np.ndarray) -> GradientFitState:
-        features = self.features(params, in_dist)
+        features = np.maximum(self.features(params, in_dist), FEATURE_FLOOR)
         if self.group_size > 1:
             features = features[::self.group_size]
         fitted = {}
@@ -79,7 +85,7 @@ class GradientNormScorer(ModelScorer):
         return GradientFitState(params, fitted)
 
     def score_all(self, state: GradientFitState, images: np.ndarray) -> dict[str, np.ndarray]:
-        features = self.features(state.params, images)
+        features = np.maximum(self.features(state.params, images), FEATURE_FLOOR)
         suffix = f"_group{self.group_size}" if self.group_size > 1 else ""
         return {f"grad_{name}{suffix}": fitted.score(features).astype(np.float32)
                 for name, fitted in state.densities.items()}
