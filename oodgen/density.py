@@ -144,8 +144,16 @@ def gaussian_log_pdf(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.nda
     return -0.5 * z * z - np.log(std) - 0.5 * np.log(2.0 * np.pi)
 
 
+class _ScoredByDensity:
+    """Fitted densities whose score is −log density."""
+
+    def score(self, features: Any) -> np.ndarray:
+        """f[M, F] -> f64[M]: −log density (higher = more OOD)."""
+        return -self.log_density(features)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
-class FittedGaussianLog:
+class FittedGaussianLog(_ScoredByDensity):
     """Independent Gaussians on log f_l: mean, std f64[K] over the fit set (maximum likelihood, ddof=0)."""
     selection: FeatureSelection
     mean: np.ndarray
@@ -158,10 +166,6 @@ class FittedGaussianLog:
         log_x = np.log(x)
         log_p = gaussian_log_pdf(log_x, self.mean, self.std).sum(axis=1)
         return log_p if self.of_log else log_p - log_x.sum(axis=1)
-
-    def score(self, features: Any) -> np.ndarray:
-        """f[M, F] -> f64[M]: −log density."""
-        return -self.log_density(features)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +186,7 @@ class GaussianLogDensity:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class FittedChiSquare:
+class FittedChiSquare(_ScoredByDensity):
     """f_l ≈ s_l · χ²_{k_l}: dofs k and scales s f64[K] for the kept features."""
     selection: FeatureSelection
     dofs: np.ndarray
@@ -194,10 +198,6 @@ class FittedChiSquare:
         x = self.selection.apply(features)
         log_p = chi_square_log_pdf(x, self.dofs, self.scales).sum(axis=1)
         return log_p + np.log(x).sum(axis=1) if self.of_log else log_p
-
-    def score(self, features: Any) -> np.ndarray:
-        """f[M, F] -> f64[M]: −log density."""
-        return -self.log_density(features)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,7 +230,7 @@ class ChiSquareDensity:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class FittedGaussianMixture:
+class FittedGaussianMixture(_ScoredByDensity):
     """A scikit-learn full-covariance GMM on standardised (optionally log) kept features.
 
     `cv_log_likelihood` maps each candidate number of components to its mean held-out log-likelihood
@@ -251,10 +251,6 @@ class FittedGaussianMixture:
         x = self.selection.apply(features)
         z = self.standardizer(np.log(x) if self.log_features else x)
         return self.model.score_samples(z) + self.standardizer.log_det
-
-    def score(self, features: Any) -> np.ndarray:
-        """f[M, F] -> f64[M]: −log density."""
-        return -self.log_density(features)
 
 
 def _mixture(n_components: int, seed: int, reg_covar: float) -> GaussianMixture:
