@@ -22,10 +22,14 @@ def checkpoint_manager(workdir: str | os.PathLike, *, read_only: bool = False, m
     if read_only and not directory.is_dir():
         raise OodgenError(f"no checkpoints in {str(directory)!r}: run train.py --workdir {workdir} first")
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=1 if best else max_to_keep, create=not read_only, read_only=read_only,
-        enable_async_checkpointing=False,
+        max_to_keep=None if read_only else (1 if best else max_to_keep), create=not read_only,
+        read_only=read_only, save_interval_steps=0 if read_only else 1, enable_async_checkpointing=False,
         best_fn=(lambda metrics: metrics[BEST_METRIC]) if best else None, best_mode="min")
-    return ocp.CheckpointManager(directory, options=options)
+    try:
+        return ocp.CheckpointManager(directory, options=options)
+    except Exception as e:  # orbax reads every step's metadata when it opens a directory
+        raise OodgenError(f"cannot read the checkpoints in {str(directory)!r} ({type(e).__name__}: {str(e)[:200]}); "
+                          "they are corrupt: restore them from a copy, or train again in a new --workdir") from None
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: chex.ArrayTree,
