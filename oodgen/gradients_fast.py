@@ -9,9 +9,11 @@ norm is computed exactly by the cheaper of two kernels, chosen by shape:
   gram:   Σ_{t,t'} (a_t · a_t') (g_t · g_t')      cost ~ T² (D_in + D_out) per example
   matmul: ‖Σ_t a_t g_tᵀ‖²  (materialises one layer's per-example gradient)   cost ~ T D_in D_out
 
-and the bias gradient is Σ_t g_t. Layers this cannot handle — other layer types, weight-normalised
-layers, layers called more than once or inside an inner `vmap` — fall back to `vmap(grad)` over
-just their own tensors (`oodgen.gradients`).
+and the bias gradient is Σ_t g_t. For a weight-normalised layer (flax `nn.WeightNorm`, W = s·v/‖v‖
+per output column) the raw kernel's and the scale's norms follow from ‖∇W_c‖² and u_c·∇W_c per
+column. Layers this cannot handle — other layer types (e.g. transposed convolutions), layers called
+more than once or inside an inner `vmap` — fall back to `vmap(grad)` over just their own tensors
+(`oodgen.gradients`).
 """
 
 import dataclasses
@@ -37,6 +39,8 @@ class LayerCall:
     strides: tuple[int, ...] = ()
     padding: str | tuple[tuple[int, int], ...] = "SAME"
     dilation: tuple[int, ...] = ()
+    weight_norm: tuple[str, ...] | None = None  # path of the nn.WeightNorm wrapping this layer
+    scale_name: str | None = None                # that wrapper's scale parameter (None: use_scale=False)
 
 
 def _conv_padding(module: nn.Conv) -> str | tuple[tuple[int, int], ...] | None:
@@ -49,13 +53,30 @@ def _conv_padding(module: nn.Conv) -> str | tuple[tuple[int, int], ...] | None:
     return pairs if all(len(p) == 2 for p in pairs) else None
 
 
-def _as_call(module, x, y, batch: int, inside_weight_norm: bool) -> LayerCall | None:
+def _weight_norm_fields(wrappers: list) -> dict | None:
+    """LayerCall fields for a layer inside `wrappers` (nn.WeightNorm modules), or None if unsupported.
+
+    Supported: no wrapper, or one WeightNorm that normalises only the kernel over all axes but the last.
+    """
+    if not wrappers:
+        return {}
+    wrapper = wrappers[-1]
+    axes = wrapper.feature_axes
+    if (len(wrappers) > 1 or axes not in (-1, (-1,)) or set(wrapper.variable_filter or ()) != {"kernel"}):
+        return None
+    name = wrapper.layer_instance.name
+    return {"weight_norm": tuple(wrapper.path),
+            "scale_name": "/".join((*wrapper.path, f"{name}/kernel/scale")) if wrapper.use_scale else None}
+
+
+def _as_call(module, x, y, batch: int, wrappers: list) -> LayerCall | None:
     """The call's description if the fast path can handle it, else None."""
-    if inside_weight_norm or isinstance(x, batching.BatchTracer) or x.shape[0] != batch:
+    wn = _weight_norm_fields(wrappers)
+    if wn is None or isinstance(x, batching.BatchTracer) or x.shape[0] != batch:
         return None
     path = tuple(module.path)
     if type(module) is nn.Dense:
-        return LayerCall(path, "dense", tuple(y.shape), y.dtype)
+        return LayerCall(path, "dense", tuple(y.shape), y.dtype, **wn)
     if type(module) is nn.Conv:
         padding = _conv_padding(module)
         ndim = len(module.kernel_size)
@@ -66,7 +87,7 @@ def _as_call(module, x, y, batch: int, inside_weight_norm: bool) -> LayerCall | 
         strides = as_tuple(module.strides or 1)
         dilation = as_tuple(module.kernel_dilation or 1)
         return LayerCall(path, "conv", tuple(y.shape), y.dtype, tuple(module.kernel_size), strides, padding,
-                         dilation)
+                         dilation, **wn)
     return None
 
 
@@ -74,22 +95,22 @@ def _run_with_probes(loss_fn: LossFn, params, images, keys, probes=None):
     """Runs the loss, recording handled layer calls (and their inputs); adds probes[i] to the outputs."""
     calls: list[LayerCall | None] = []
     inputs: list[jax.Array] = []
-    weight_norm_depth = [0]
+    wrappers: list[nn.WeightNorm] = []
 
     def interceptor(next_fun, args, kwargs, context):
         if context.method_name != "__call__":
             return next_fun(*args, **kwargs)
         if isinstance(context.module, nn.WeightNorm):
-            weight_norm_depth[0] += 1
+            wrappers.append(context.module)
             try:
                 return next_fun(*args, **kwargs)
             finally:
-                weight_norm_depth[0] -= 1
+                wrappers.pop()
         if type(context.module) not in (nn.Dense, nn.Conv):
             return next_fun(*args, **kwargs)
         x = args[0]
         y = next_fun(*args, **kwargs)
-        call = _as_call(context.module, x, y, images.shape[0], weight_norm_depth[0] > 0)
+        call = _as_call(context.module, x, y, images.shape[0], wrappers)
         calls.append(call)
         if call is not None and probes is not None:
             inputs.append(x)
@@ -136,12 +157,62 @@ def outer_product_sq_norm(a: jax.Array, g: jax.Array) -> jax.Array:
     return jnp.sum(jnp.einsum("bti,bto->bio", a, g) ** 2, axis=(1, 2))
 
 
-def _layer_norms(call: LayerCall, x: jax.Array, cotangent: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(kernel, bias) per-example squared gradient norms, each f32[B]."""
+def column_sq_norms(a: jax.Array, g: jax.Array) -> jax.Array:
+    """‖Σ_t a_t g_{t,c}‖² for every output column c: a [B, T, I], g [B, T, O] -> f32[B, O]."""
+    t, i = a.shape[1], a.shape[2]
+    if t == 1:
+        return jnp.sum(a[:, 0] ** 2, -1)[:, None] * g[:, 0] ** 2
+    if t * t <= t * i:
+        return jnp.einsum("bts,btc,bsc->bc", jnp.einsum("bti,bsi->bts", a, a), g, g)
+    return jnp.sum(jnp.einsum("bti,bto->bio", a, g) ** 2, axis=1)
+
+
+def _weight_norm_sq_norms(call: LayerCall, params, a: jax.Array, g: jax.Array) -> dict[str, jax.Array]:
+    """Gradient norms of the raw kernel v and the scale s of W = s · v / sqrt(‖v‖² + eps) (per column).
+
+    With u = v / sqrt(‖v‖² + eps) and ∇W the per-example gradient of the effective kernel:
+    ∇s_c = u_c · ∇W_c and ∇v_c = s_c/sqrt(‖v_c‖² + eps) · (∇W_c − u_c (u_c · ∇W_c)).
+    """
+    kernel = _lookup(params, (*call.path, "kernel"))
+    if call.kind == "conv":  # patches are channel-major: (C_in, kh, kw)
+        kernel = jnp.moveaxis(kernel, -2, 0)
+    v = kernel.reshape(-1, kernel.shape[-1])                                    # [I, O]
+    inv_norm = jax.lax.rsqrt(jnp.sum(v * v, axis=0) + 1e-12)                    # WeightNorm's epsilon
+    u = v * inv_norm
+    scale = _lookup(params, call.scale_name) if call.scale_name else jnp.ones_like(inv_norm)
+    along_u = jnp.einsum("bti,io,bto->bo", a, u, g)                             # u_c · ∇W_c, [B, O]
+    full = column_sq_norms(a, g)                                                # ‖∇W_c‖², [B, O]
+    residual = full - 2 * along_u**2 + jnp.sum(u * u, axis=0) * along_u**2
+    norms = {"kernel": jnp.sum((scale * inv_norm) ** 2 * residual, axis=-1)}
+    if call.scale_name:
+        norms[call.scale_name] = jnp.sum(along_u**2, axis=-1)
+    return norms
+
+
+def _lookup(params, path):
+    node = params
+    for key in (path if isinstance(path, tuple) else _split_scale_name(params, path)):
+        node = node[key]
+    return node
+
+
+def _split_scale_name(params, name: str) -> tuple[str, ...]:
+    """A WeightNorm scale name 'a/b/<layer>/kernel/scale' -> its key path ('a', 'b', '<layer>/kernel/scale')."""
+    parts = name.split("/")
+    return (*parts[:-3], "/".join(parts[-3:]))
+
+
+def _layer_norms(call: LayerCall, params, x: jax.Array, cotangent: jax.Array) -> dict[str, jax.Array]:
+    """Per-example squared gradient norms of the layer's tensors, f32[B] each: {"kernel", "bias", scale}."""
     batch = x.shape[0]
     a = _patches(x, call) if call.kind == "conv" else x.reshape(batch, -1, x.shape[-1])
     g = cotangent.reshape(batch, -1, cotangent.shape[-1])
-    return outer_product_sq_norm(a, g), jnp.sum(jnp.sum(g, axis=1) ** 2, axis=-1)
+    norms = {"bias": jnp.sum(jnp.sum(g, axis=1) ** 2, axis=-1)}
+    if call.weight_norm is None:
+        norms["kernel"] = outer_product_sq_norm(a, g)
+    else:
+        norms.update(_weight_norm_sq_norms(call, params, a, g))
+    return norms
 
 
 def fast_grad_sq_norms(loss_fn: LossFn, params: chex.ArrayTree, images: jax.Array, keys: jax.Array,
@@ -164,9 +235,8 @@ def fast_grad_sq_norms(loss_fn: LossFn, params: chex.ArrayTree, images: jax.Arra
     if calls:
         (_, inputs), cotangents = jax.value_and_grad(summed, has_aux=True)(probes)
         for call, x, g in zip(calls, inputs, cotangents):
-            kernel, bias = _layer_norms(call, x, g)
-            for leaf, value in (("kernel", kernel), ("bias", bias)):
-                name = "/".join((*call.path, leaf))
+            for leaf, value in _layer_norms(call, params, x, g).items():
+                name = leaf if "/" in leaf else "/".join((*call.path, leaf))
                 if name in column:
                     columns[column[name]] = value
 
@@ -189,6 +259,6 @@ def fast_grad_sq_norms(loss_fn: LossFn, params: chex.ArrayTree, images: jax.Arra
 def fast_path_coverage(loss_fn: LossFn, params: chex.ArrayTree, images: jax.Array,
                        keys: jax.Array) -> dict[str, str]:
     """{tensor name: "fast" | "vmap"}: which path computes each feature column."""
-    fast = {"/".join((*call.path, leaf)) for call in trace_layers(loss_fn, params, images, keys)
-            for leaf in ("kernel", "bias")}
+    fast = {name for call in trace_layers(loss_fn, params, images, keys)
+            for name in ("/".join((*call.path, "kernel")), "/".join((*call.path, "bias")), call.scale_name) if name}
     return {name: "fast" if name in fast else "vmap" for name in tensor_names(params)}
