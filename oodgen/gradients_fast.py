@@ -7,7 +7,8 @@ example (one position for a dense layer on [B, D], H'·W' patches for a convolut
 norm is computed exactly by the cheaper of two kernels, chosen by shape:
 
   gram:   Σ_{t,t'} (a_t · a_t') (g_t · g_t')      cost ~ T² (D_in + D_out) per example
-  matmul: ‖Σ_t a_t g_tᵀ‖²  (materialises one layer's per-example gradient)   cost ~ T D_in D_out
+  matmul: ‖Σ_t a_t g_tᵀ‖²  (materialises one layer's per-example gradient; for a conv by shifted
+          slices of the input, one contraction per kernel offset)   cost ~ T D_in D_out
 
 and the bias gradient is Σ_t g_t. For a weight-normalised layer (flax `nn.WeightNorm`, W = s·v/‖v‖
 per output column) the raw kernel's and the scale's norms follow from ‖∇W_c‖² and u_c·∇W_c per
@@ -17,6 +18,7 @@ more than once or inside an inner `vmap` — fall back to `vmap(grad)` over just
 """
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 import chex
@@ -167,26 +169,47 @@ def column_sq_norms(a: jax.Array, g: jax.Array) -> jax.Array:
     return jnp.sum(jnp.einsum("bti,bto->bio", a, g) ** 2, axis=1)
 
 
-def _weight_norm_sq_norms(call: LayerCall, params, a: jax.Array, g: jax.Array) -> dict[str, jax.Array]:
-    """Gradient norms of the raw kernel v and the scale s of W = s · v / sqrt(‖v‖² + eps) (per column).
+def _unit_columns(call: LayerCall, params, channel_major: bool) -> tuple[jax.Array, jax.Array]:
+    """A weight-normalised kernel W = s · v / sqrt(‖v‖² + eps) as (u = v / sqrt(‖v‖² + eps) [I, O],
+    s / sqrt(‖v‖² + eps) [O]); conv rows in patch order (channel-major) or kernel order (HWIO)."""
+    kernel = _lookup(params, (*call.path, "kernel"))
+    if call.kind == "conv" and channel_major:
+        kernel = jnp.moveaxis(kernel, -2, 0)
+    v = kernel.reshape(-1, kernel.shape[-1])
+    inv_norm = jax.lax.rsqrt(jnp.sum(v * v, axis=0) + 1e-12)                    # WeightNorm's epsilon
+    scale = _lookup(params, call.scale_name) if call.scale_name else jnp.ones_like(inv_norm)
+    return v * inv_norm, scale * inv_norm
 
-    With u = v / sqrt(‖v‖² + eps) and ∇W the per-example gradient of the effective kernel:
+
+def _weight_norm_sq_norms(call: LayerCall, u: jax.Array, gain: jax.Array, full: jax.Array,
+                          along_u: jax.Array) -> dict[str, jax.Array]:
+    """Norms of the raw kernel v and the scale s from ‖∇W_c‖² (`full`) and u_c · ∇W_c (`along_u`), [B, O].
+
     ∇s_c = u_c · ∇W_c and ∇v_c = s_c/sqrt(‖v_c‖² + eps) · (∇W_c − u_c (u_c · ∇W_c)).
     """
-    kernel = _lookup(params, (*call.path, "kernel"))
-    if call.kind == "conv":  # patches are channel-major: (C_in, kh, kw)
-        kernel = jnp.moveaxis(kernel, -2, 0)
-    v = kernel.reshape(-1, kernel.shape[-1])                                    # [I, O]
-    inv_norm = jax.lax.rsqrt(jnp.sum(v * v, axis=0) + 1e-12)                    # WeightNorm's epsilon
-    u = v * inv_norm
-    scale = _lookup(params, call.scale_name) if call.scale_name else jnp.ones_like(inv_norm)
-    along_u = jnp.einsum("bti,io,bto->bo", a, u, g)                             # u_c · ∇W_c, [B, O]
-    full = column_sq_norms(a, g)                                                # ‖∇W_c‖², [B, O]
     residual = full - 2 * along_u**2 + jnp.sum(u * u, axis=0) * along_u**2
-    norms = {"kernel": jnp.sum((scale * inv_norm) ** 2 * residual, axis=-1)}
+    norms = {"kernel": jnp.sum(gain**2 * residual, axis=-1)}
     if call.scale_name:
         norms[call.scale_name] = jnp.sum(along_u**2, axis=-1)
     return norms
+
+
+def conv_kernel_grads(call: LayerCall, x: jax.Array, cotangent: jax.Array) -> jax.Array:
+    """Per-example kernel gradients of a conv by shifted slices: x [B, H, W, C], g [B, H', W', O] ->
+    f32[B, kh·kw·C, O] in the kernel's HWIO order; one small contraction per kernel offset, no patches."""
+    (kh, kw), (sh, sw), (dh, dw) = call.kernel_size, call.strides, call.dilation
+    out_h, out_w = cotangent.shape[1:3]
+    pads = call.padding if not isinstance(call.padding, str) else jax.lax.padtype_to_pads(
+        x.shape[1:3], ((kh - 1) * dh + 1, (kw - 1) * dw + 1), (sh, sw), call.padding)
+    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    grads = []
+    for i in range(kh):
+        for j in range(kw):
+            window = jax.lax.slice(x, (0, i * dh, j * dw, 0),
+                                   (x.shape[0], i * dh + (out_h - 1) * sh + 1, j * dw + (out_w - 1) * sw + 1,
+                                    x.shape[3]), (1, sh, sw, 1))
+            grads.append(jnp.einsum("bhwc,bhwo->bco", window, cotangent))
+    return jnp.stack(grads, axis=1).reshape(x.shape[0], -1, cotangent.shape[-1])
 
 
 def _lookup(params, path):
@@ -203,15 +226,33 @@ def _split_scale_name(params, name: str) -> tuple[str, ...]:
 
 
 def _layer_norms(call: LayerCall, params, x: jax.Array, cotangent: jax.Array) -> dict[str, jax.Array]:
-    """Per-example squared gradient norms of the layer's tensors, f32[B] each: {"kernel", "bias", scale}."""
+    """Per-example squared gradient norms of the layer's tensors, f32[B] each: {"kernel", "bias", scale}.
+
+    Kernel: the Gram kernel when T² (I + O) < T I O, else the per-example kernel gradient, one layer at
+    a time (shifted slices for a conv, so no patches are built).
+    """
     batch = x.shape[0]
-    a = _patches(x, call) if call.kind == "conv" else x.reshape(batch, -1, x.shape[-1])
     g = cotangent.reshape(batch, -1, cotangent.shape[-1])
+    t, o = g.shape[1], g.shape[2]
+    i = x.shape[-1] * (math.prod(call.kernel_size) if call.kind == "conv" else 1)
     norms = {"bias": jnp.sum(jnp.sum(g, axis=1) ** 2, axis=-1)}
+    if t > 1 and t * t * (i + o) >= t * i * o:
+        grad = (conv_kernel_grads(call, x, cotangent) if call.kind == "conv"
+                else jnp.einsum("bti,bto->bio", x.reshape(batch, t, -1), g))          # [B, I, O]
+        if call.weight_norm is None:
+            norms["kernel"] = jnp.sum(grad**2, axis=(1, 2))
+        else:
+            u, gain = _unit_columns(call, params, channel_major=False)
+            norms.update(_weight_norm_sq_norms(call, u, gain, jnp.sum(grad**2, axis=1),
+                                               jnp.einsum("bio,io->bo", grad, u)))
+        return norms
+    a = _patches(x, call) if call.kind == "conv" else x.reshape(batch, -1, x.shape[-1])
     if call.weight_norm is None:
         norms["kernel"] = outer_product_sq_norm(a, g)
     else:
-        norms.update(_weight_norm_sq_norms(call, params, a, g))
+        u, gain = _unit_columns(call, params, channel_major=True)
+        norms.update(_weight_norm_sq_norms(call, u, gain, column_sq_norms(a, g),
+                                           jnp.einsum("bti,io,bto->bo", a, u, g)))
     return norms
 
 
