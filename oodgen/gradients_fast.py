@@ -149,24 +149,14 @@ def _patches(x: jax.Array, call: LayerCall) -> jax.Array:
     return patches.reshape(x.shape[0], -1, patches.shape[-1])
 
 
-def outer_product_sq_norm(a: jax.Array, g: jax.Array) -> jax.Array:
-    """‖Σ_t a_t g_tᵀ‖² per example, a [B, T, I], g [B, T, O] -> f32[B], by the cheaper exact kernel."""
-    t, i, o = a.shape[1], a.shape[2], g.shape[2]
-    if t == 1:
-        return jnp.sum(a[:, 0] ** 2, -1) * jnp.sum(g[:, 0] ** 2, -1)
-    if t * t * (i + o) <= t * i * o:
-        return jnp.sum(jnp.einsum("bti,bsi->bts", a, a) * jnp.einsum("bto,bso->bts", g, g), axis=(1, 2))
-    return jnp.sum(jnp.einsum("bti,bto->bio", a, g) ** 2, axis=(1, 2))
+def gram_sq_norm(a: jax.Array, g: jax.Array) -> jax.Array:
+    """‖Σ_t a_t g_tᵀ‖² per example by the Gram kernel: a [B, T, I], g [B, T, O] -> f32[B]."""
+    return jnp.sum(jnp.einsum("bti,bsi->bts", a, a) * jnp.einsum("bto,bso->bts", g, g), axis=(1, 2))
 
 
-def column_sq_norms(a: jax.Array, g: jax.Array) -> jax.Array:
-    """‖Σ_t a_t g_{t,c}‖² for every output column c: a [B, T, I], g [B, T, O] -> f32[B, O]."""
-    t, i = a.shape[1], a.shape[2]
-    if t == 1:
-        return jnp.sum(a[:, 0] ** 2, -1)[:, None] * g[:, 0] ** 2
-    if t * t <= t * i:
-        return jnp.einsum("bts,btc,bsc->bc", jnp.einsum("bti,bsi->bts", a, a), g, g)
-    return jnp.sum(jnp.einsum("bti,bto->bio", a, g) ** 2, axis=1)
+def gram_column_sq_norms(a: jax.Array, g: jax.Array) -> jax.Array:
+    """‖Σ_t a_t g_{t,c}‖² for every output column c by the Gram kernel: -> f32[B, O]."""
+    return jnp.einsum("bts,btc,bsc->bc", jnp.einsum("bti,bsi->bts", a, a), g, g)
 
 
 def _unit_columns(call: LayerCall, params, channel_major: bool) -> tuple[jax.Array, jax.Array]:
@@ -236,7 +226,7 @@ def _layer_norms(call: LayerCall, params, x: jax.Array, cotangent: jax.Array) ->
     t, o = g.shape[1], g.shape[2]
     i = x.shape[-1] * (math.prod(call.kernel_size) if call.kind == "conv" else 1)
     norms = {"bias": jnp.sum(jnp.sum(g, axis=1) ** 2, axis=-1)}
-    if t > 1 and t * t * (i + o) >= t * i * o:
+    if t * t * (i + o) >= t * i * o:
         grad = (conv_kernel_grads(call, x, cotangent) if call.kind == "conv"
                 else jnp.einsum("bti,bto->bio", x.reshape(batch, t, -1), g))          # [B, I, O]
         if call.weight_norm is None:
@@ -248,10 +238,10 @@ def _layer_norms(call: LayerCall, params, x: jax.Array, cotangent: jax.Array) ->
         return norms
     a = _patches(x, call) if call.kind == "conv" else x.reshape(batch, -1, x.shape[-1])
     if call.weight_norm is None:
-        norms["kernel"] = outer_product_sq_norm(a, g)
+        norms["kernel"] = gram_sq_norm(a, g)
     else:
         u, gain = _unit_columns(call, params, channel_major=True)
-        norms.update(_weight_norm_sq_norms(call, u, gain, column_sq_norms(a, g),
+        norms.update(_weight_norm_sq_norms(call, u, gain, gram_column_sq_norms(a, g),
                                            jnp.einsum("bti,io,bto->bo", a, u, g)))
     return norms
 
