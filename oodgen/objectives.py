@@ -36,11 +36,13 @@ class KLSchedule:
     free_nats_anneal_steps: int = 0
 
     def beta(self, step: jax.Array) -> jax.Array:
+        """KL weight β at `step` (int scalar), f32 scalar in [0, 1]."""
         if self.warmup_steps <= 0:
             return jnp.float32(1.0)
         return jnp.minimum(1.0, (step + 1) / self.warmup_steps).astype(jnp.float32)
 
     def free_nats_at(self, step: jax.Array) -> jax.Array:
+        """Free nats λ per level at `step`, f32 scalar (nats)."""
         past = jnp.maximum(step - self.free_nats_steps, 0)
         fraction = 1.0 if self.free_nats_anneal_steps <= 0 else past / self.free_nats_anneal_steps
         remaining = jnp.where(step < self.free_nats_steps, 1.0, jnp.maximum(0.0, 1.0 - fraction))

@@ -55,6 +55,7 @@ def make_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTra
 
 def create_train_state(model, optimizer: optax.GradientTransformation, rng: jax.Array,
                        sample_images: jax.Array) -> TrainState:
+    """Step 0, parameters initialised from uint8 `sample_images` [b, H, W, C], fresh optimiser state."""
     params = model.init(rng, sample_images)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
 

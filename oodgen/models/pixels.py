@@ -57,6 +57,7 @@ class PixelModelMixin:
 
     @property
     def num_dims(self) -> int:
+        """D = H·W·C, the divisor of bits per dimension."""
         return math.prod(self.image_shape)
 
     @property
@@ -64,6 +65,7 @@ class PixelModelMixin:
         return PixelLikelihood(self.likelihood, self.image_shape, self.num_mixtures)
 
     def check_divisible(self, scale: int, why: str) -> None:
+        """ValueError unless H and W are multiples of `scale` (`why` says which layers need it)."""
         if self.image_shape[0] % scale or self.image_shape[1] % scale:
             raise ValueError(f"image height and width must be divisible by {scale} ({why}); "
                              f"got {self.image_shape[:2]}")

@@ -80,9 +80,11 @@ class VAENet(nn.Module):
         return self.decoder(mean)
 
     def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """x f32[B, H, W, C] -> (mean, log_std) f32[B, Z] of q(z | x)."""
         return self.encoder(x)
 
     def decode(self, z: jax.Array) -> jax.Array:
+        """z f32[B, Z] -> likelihood parameters f32[B, H, W, out_features]."""
         return self.decoder(z)
 
 

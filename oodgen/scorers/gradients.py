@@ -75,6 +75,7 @@ class GradientNormScorer(ModelScorer):
                                     desc=self.name, params=params)[:images.shape[0]]
 
     def fit(self, params: chex.ArrayTree, in_dist: np.ndarray) -> GradientFitState:
+        """Fits every density on the gradient features of held-out in-distribution images (one row per group)."""
         features = np.maximum(self.features(params, in_dist), FEATURE_FLOOR)
         if self.group_size > 1:
             features = features[::self.group_size]
@@ -85,6 +86,7 @@ class GradientNormScorer(ModelScorer):
         return GradientFitState(params, fitted)
 
     def score_all(self, state: GradientFitState, images: np.ndarray) -> dict[str, np.ndarray]:
+        """{"grad_<density>[_group<G>]": f32[N]}: −log density (or kNN distance) of each image's features."""
         features = np.maximum(self.features(state.params, images), FEATURE_FLOOR)
         suffix = f"_group{self.group_size}" if self.group_size > 1 else ""
         return {f"grad_{name}{suffix}": fitted.score(features).astype(np.float32)

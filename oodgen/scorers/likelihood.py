@@ -29,4 +29,5 @@ class LikelihoodScorer(ModelScorer):
     units: str = "negative log-likelihood (bits/dim)"
 
     def score(self, state: chex.ArrayTree, images: np.ndarray) -> np.ndarray:
+        """uint8 [N, H, W, C] -> f32[N]: negative log-likelihood bound in bits/dim."""
         return self.map_model(negative_log_likelihood_bpd, state, images)
