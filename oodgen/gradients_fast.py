@@ -4,11 +4,14 @@ One batched backward pass gives the cotangent g of every Dense/Conv layer's *out
 zero probe to each output and differentiating the summed loss with respect to the probes); with the
 layer's input a, the per-example weight gradient is Σ_t a_t ⊗ g_t over the positions t of that
 example (one position for a dense layer on [B, D], H'·W' patches for a convolution). Its squared
-norm is computed exactly by the cheaper of two kernels, chosen by shape:
+norm is computed exactly by one of several kernels, per layer the fastest when timed once on this
+backend for that shape (`kernel="timed"`), or the cheaper in FLOPs of the first two (`kernel="flops"`):
 
-  gram:   Σ_{t,t'} (a_t · a_t') (g_t · g_t')      cost ~ T² (D_in + D_out) per example
-  matmul: ‖Σ_t a_t g_tᵀ‖²  (materialises one layer's per-example gradient; for a conv by shifted
-          slices of the input, one contraction per kernel offset)   cost ~ T D_in D_out
+  gram:     Σ_{t,t'} (a_t · a_t') (g_t · g_t') on patches        cost ~ T² (D_in + D_out) per example
+  slices:   ‖Σ_t a_t g_tᵀ‖², the per-example kernel gradient from shifted slices of the input, one
+            contraction per kernel offset (no patches)         cost ~ T D_in D_out
+  patches:  the same gradient as one contraction of the patches with g (matmul for a dense layer)
+  grouped:  the same gradient as one convolution with the examples as feature groups
 
 and the bias gradient is Σ_t g_t. For a weight-normalised layer (flax `nn.WeightNorm`, W = s·v/‖v‖
 per output column) the raw kernel's and the scale's norms follow from ‖∇W_c‖² and u_c·∇W_c per
@@ -18,13 +21,16 @@ more than once or inside an inner `vmap` — fall back to `vmap(grad)` over just
 """
 
 import dataclasses
+import functools
 import math
+import time
 from collections.abc import Sequence
 
 import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax._src.interpreters import batching
 
 from oodgen.gradients import LossFn, group_grad_sq_norms, tensor_names
@@ -184,14 +190,21 @@ def _weight_norm_sq_norms(call: LayerCall, u: jax.Array, gain: jax.Array, full: 
     return norms
 
 
+def _explicit_pads(call: LayerCall, x: jax.Array) -> tuple[tuple[int, int], ...]:
+    """The conv's padding of x [B, H, W, C] as ((lo, hi), (lo, hi))."""
+    if not isinstance(call.padding, str):
+        return call.padding
+    (kh, kw), (dh, dw) = call.kernel_size, call.dilation
+    return tuple(jax.lax.padtype_to_pads(x.shape[1:3], ((kh - 1) * dh + 1, (kw - 1) * dw + 1), call.strides,
+                                         call.padding))
+
+
 def conv_kernel_grads(call: LayerCall, x: jax.Array, cotangent: jax.Array) -> jax.Array:
     """Per-example kernel gradients of a conv by shifted slices: x [B, H, W, C], g [B, H', W', O] ->
     f32[B, kh·kw·C, O] in the kernel's HWIO order; one small contraction per kernel offset, no patches."""
     (kh, kw), (sh, sw), (dh, dw) = call.kernel_size, call.strides, call.dilation
     out_h, out_w = cotangent.shape[1:3]
-    pads = call.padding if not isinstance(call.padding, str) else jax.lax.padtype_to_pads(
-        x.shape[1:3], ((kh - 1) * dh + 1, (kw - 1) * dw + 1), (sh, sw), call.padding)
-    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    x = jnp.pad(x, ((0, 0), *_explicit_pads(call, x), (0, 0)))
     grads = []
     for i in range(kh):
         for j in range(kw):
@@ -215,44 +228,128 @@ def _split_scale_name(params, name: str) -> tuple[str, ...]:
     return (*parts[:-3], "/".join(parts[-3:]))
 
 
-def _layer_norms(call: LayerCall, params, x: jax.Array, cotangent: jax.Array) -> dict[str, jax.Array]:
-    """Per-example squared gradient norms of the layer's tensors, f32[B] each: {"kernel", "bias", scale}.
+def conv_kernel_grads_grouped(call: LayerCall, x: jax.Array, cotangent: jax.Array) -> jax.Array:
+    """Per-example kernel gradients of a conv as one grouped convolution (examples as feature groups):
+    x [B, H, W, C], g [B, H', W', O] -> f32[B, kh·kw·C, O] in the kernel's HWIO order."""
+    (kh, kw), (sh, sw), (dh, dw) = call.kernel_size, call.strides, call.dilation
+    batch, out_h, out_w, out_c = cotangent.shape
+    dtype = jnp.result_type(x, cotangent)
+    x, cotangent = x.astype(dtype), cotangent.astype(dtype)
+    x = jnp.pad(x, ((0, 0), *_explicit_pads(call, x), (0, 0)))
+    lhs = jnp.transpose(x, (3, 1, 2, 0))                                        # [C, Hp, Wp, B]
+    rhs = jnp.transpose(cotangent, (1, 2, 0, 3)).reshape(out_h, out_w, 1, batch * out_c)
+    out = jax.lax.conv_general_dilated(lhs, rhs, (dh, dw), "VALID", rhs_dilation=(sh, sw),
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=batch)
+    out = out[:, :kh, :kw].reshape(x.shape[3], kh, kw, batch, out_c)           # [C, kh, kw, B, O]
+    return jnp.transpose(out, (3, 1, 2, 0, 4)).reshape(batch, kh * kw * x.shape[3], out_c)
 
-    Kernel: the Gram kernel when T² (I + O) < T I O, else the per-example kernel gradient, one layer at
-    a time (shifted slices for a conv, so no patches are built).
+
+KERNELS = {"dense": ("gram", "matmul"), "conv": ("gram", "slices", "patches", "grouped")}
+KERNEL_CHOICES = ("flops", "timed")
+
+
+def _kernel_stats(kernel: str, call: LayerCall, x: jax.Array, cotangent: jax.Array,
+                  u: jax.Array | None) -> tuple[jax.Array, jax.Array | None]:
+    """One kernel's exact per-example statistics of the layer's kernel gradient G_i = Σ_t a_t g_tᵀ.
+
+    Without weight norm (u None): (‖G_i‖² f32[B], None). With it: (‖G_i[:, c]‖² f32[B, O], u_c · G_i[:, c]
+    f32[B, O]), u's rows in patch (channel-major) order for "gram"/"patches"/dense, HWIO order otherwise.
     """
     batch = x.shape[0]
     g = cotangent.reshape(batch, -1, cotangent.shape[-1])
-    t, o = g.shape[1], g.shape[2]
-    i = x.shape[-1] * (math.prod(call.kernel_size) if call.kind == "conv" else 1)
-    norms = {"bias": jnp.sum(jnp.sum(g, axis=1) ** 2, axis=-1)}
-    if t * t * (i + o) >= t * i * o:
-        grad = (conv_kernel_grads(call, x, cotangent) if call.kind == "conv"
-                else jnp.einsum("bti,bto->bio", x.reshape(batch, t, -1), g))          # [B, I, O]
-        if call.weight_norm is None:
-            norms["kernel"] = jnp.sum(grad**2, axis=(1, 2))
-        else:
-            u, gain = _unit_columns(call, params, channel_major=False)
-            norms.update(_weight_norm_sq_norms(call, u, gain, jnp.sum(grad**2, axis=1),
-                                               jnp.einsum("bio,io->bo", grad, u)))
-        return norms
-    a = _patches(x, call) if call.kind == "conv" else x.reshape(batch, -1, x.shape[-1])
-    if call.weight_norm is None:
-        norms["kernel"] = gram_sq_norm(a, g)
+    if kernel in ("gram", "matmul", "patches"):
+        a = _patches(x, call) if call.kind == "conv" else x.reshape(batch, g.shape[1], -1)
+        if kernel == "gram":
+            if u is None:
+                return gram_sq_norm(a, g), None
+            return gram_column_sq_norms(a, g), jnp.einsum("bti,io,bto->bo", a, u, g)
+        grad = jnp.einsum("bti,bto->bio", a, g)                                  # [B, I, O]
     else:
-        u, gain = _unit_columns(call, params, channel_major=True)
-        norms.update(_weight_norm_sq_norms(call, u, gain, gram_column_sq_norms(a, g),
-                                           jnp.einsum("bti,io,bto->bo", a, u, g)))
+        grad = (conv_kernel_grads if kernel == "slices" else conv_kernel_grads_grouped)(call, x, cotangent)
+    if u is None:
+        return jnp.sum(grad**2, axis=(1, 2)), None
+    return jnp.sum(grad**2, axis=1), jnp.einsum("bio,io->bo", grad, u)
+
+
+def _channel_major(kernel: str, call: LayerCall) -> bool:
+    return call.kind == "conv" and kernel in ("gram", "patches")
+
+
+def _flop_counts(call: LayerCall, x_shape: tuple[int, ...], cotangent_shape: tuple[int, ...]) -> dict[str, int]:
+    """Multiply-adds per example of each kernel: T² (I + O) for the Gram kernel, T I O for the others."""
+    t, o = math.prod(cotangent_shape[1:-1]), cotangent_shape[-1]
+    i = x_shape[-1] * (math.prod(call.kernel_size) if call.kind == "conv" else 1)
+    return {kernel: t * t * (i + o) if kernel == "gram" else t * i * o for kernel in KERNELS[call.kind]}
+
+
+def _flops_choice(call: LayerCall, x_shape: tuple[int, ...], cotangent_shape: tuple[int, ...]) -> str:
+    """The Gram kernel when it needs fewer FLOPs, else the per-example gradient (shifted slices for a conv)."""
+    flops = _flop_counts(call, x_shape, cotangent_shape)
+    if flops["gram"] < flops[KERNELS[call.kind][1]]:
+        return "gram"
+    return KERNELS[call.kind][1]
+
+
+_TIMED_CHOICES: dict[tuple, str] = {}
+
+
+def _timed_choice(call: LayerCall, x: jax.Array, cotangent: jax.Array, weight_norm: bool) -> str:
+    """The kernel that ran fastest on random inputs of these shapes on the default backend, among those
+    within 4× of the fewest FLOPs (timed once per shape signature and process, and cached)."""
+    key = (call.kind, call.kernel_size, call.strides, call.padding, call.dilation, x.shape, x.dtype,
+           cotangent.shape, weight_norm, jax.default_backend())
+    if key not in _TIMED_CHOICES:
+        with jax.ensure_compile_time_eval():
+            rng = np.random.default_rng(0)
+            x_value = jnp.asarray(rng.standard_normal(x.shape), x.dtype)
+            g_value = jnp.asarray(rng.standard_normal(cotangent.shape), cotangent.dtype)
+            rows = x.shape[-1] * (math.prod(call.kernel_size) if call.kind == "conv" else 1)
+            u = jnp.asarray(rng.standard_normal((rows, cotangent.shape[-1])), x.dtype) if weight_norm else None
+            flops = _flop_counts(call, x.shape, cotangent.shape)
+            seconds = {}
+            for kernel in (k for k in KERNELS[call.kind] if flops[k] <= 4 * min(flops.values())):
+                fn = jax.jit(functools.partial(_kernel_stats, kernel, call))
+                jax.block_until_ready(fn(x_value, g_value, u))
+                runs = []
+                for _ in range(3):
+                    start = time.perf_counter()
+                    jax.block_until_ready(fn(x_value, g_value, u))
+                    runs.append(time.perf_counter() - start)
+                seconds[kernel] = min(runs)
+        _TIMED_CHOICES[key] = min(seconds, key=seconds.get)
+    return _TIMED_CHOICES[key]
+
+
+def _layer_norms(call: LayerCall, params, x: jax.Array, cotangent: jax.Array,
+                 kernel_choice: str = "flops") -> dict[str, jax.Array]:
+    """Per-example squared gradient norms of the layer's tensors, f32[B] each: {"kernel", "bias", scale}."""
+    weight_norm = call.weight_norm is not None
+    kernel = (_timed_choice(call, x, cotangent, weight_norm) if kernel_choice == "timed"
+              else kernel_choice if kernel_choice in KERNELS[call.kind]
+              else _flops_choice(call, x.shape, cotangent.shape))
+    norms = {"bias": jnp.sum(jnp.sum(cotangent.reshape(x.shape[0], -1, cotangent.shape[-1]), axis=1) ** 2,
+                             axis=-1)}
+    if not weight_norm:
+        norms["kernel"] = _kernel_stats(kernel, call, x, cotangent, None)[0]
+        return norms
+    u, gain = _unit_columns(call, params, channel_major=_channel_major(kernel, call))
+    full, along_u = _kernel_stats(kernel, call, x, cotangent, u)
+    norms.update(_weight_norm_sq_norms(call, u, gain, full, along_u))
     return norms
 
 
 def fast_grad_sq_norms(loss_fn: LossFn, params: chex.ArrayTree, images: jax.Array, keys: jax.Array,
-                       chunk_size: int = 8) -> jax.Array:
+                       chunk_size: int = 8, kernel: str = "timed") -> jax.Array:
     """‖∇_{θ_l} loss(x_i)‖² for every example and tensor: f32[B, n_tensors], columns as `tensor_names`.
 
     Exact; the same numbers as `per_example_grad_sq_norms`, from one batched backward pass for the
-    Dense/Conv layers it handles and `vmap(grad)` (chunked) over the remaining tensors only.
+    Dense/Conv layers it handles and `vmap(grad)` (chunked) over the remaining tensors only. `kernel`
+    picks each layer's kernel: "timed" (the fastest on this backend, timed once per shape), "flops"
+    (by a FLOP count), or one of `KERNELS` for every layer that has it (the FLOP rule for the others).
     """
+    valid = {*KERNEL_CHOICES, *KERNELS["dense"], *KERNELS["conv"]}
+    if kernel not in valid:
+        raise ValueError(f"fast_grad_sq_norms kernel {kernel!r}; use one of {sorted(valid)}")
     names = tensor_names(params)
     column = {name: i for i, name in enumerate(names)}
     calls = trace_layers(loss_fn, params, images, keys)
@@ -266,7 +363,7 @@ def fast_grad_sq_norms(loss_fn: LossFn, params: chex.ArrayTree, images: jax.Arra
     if calls:
         (_, inputs), cotangents = jax.value_and_grad(summed, has_aux=True)(probes)
         for call, x, g in zip(calls, inputs, cotangents):
-            for leaf, value in _layer_norms(call, params, x, g).items():
+            for leaf, value in _layer_norms(call, params, x, g, kernel).items():
                 name = leaf if "/" in leaf else "/".join((*call.path, leaf))
                 if name in column:
                     columns[column[name]] = value

@@ -102,14 +102,16 @@ class MixedLayers(nn.Module):
         return nn.Dense(1)(h)[:, 0]
 
 
-def test_fast_path_matches_naive_loop_in_float64_and_falls_back_per_layer(images):
+@pytest.mark.parametrize("kernel", ["timed", "flops", "gram", "slices", "patches", "grouped", "matmul"])
+def test_fast_path_matches_naive_loop_in_float64_and_falls_back_per_layer(images, kernel):
     with jax.enable_x64(True):
         module = MixedLayers()
         x64 = images.astype(jnp.float64)
         params = jax.tree.map(lambda p: p.astype(jnp.float64), module.init(jax.random.key(0), x64)["params"])
         keys = jax.random.split(jax.random.key(1), 6)
         loss = lambda p, x, k: jnp.square(module.apply({"params": p}, x.astype(jnp.float64) / 255.0))  # noqa: E731
-        fast = jax.jit(lambda p, x, k: fast_grad_sq_norms(loss, p, x, k, chunk_size=4))(params, images, keys)
+        fast = jax.jit(lambda p, x, k: fast_grad_sq_norms(loss, p, x, k, chunk_size=4, kernel=kernel))(
+            params, images, keys)
         np.testing.assert_allclose(fast, _naive(loss, params, images, keys), rtol=1e-10)
         coverage = fast_path_coverage(loss, params, images, keys)
     assert coverage["Conv_0/kernel"] == coverage["Conv_1/bias"] == coverage["Dense_0/kernel"] == "fast"
@@ -130,3 +132,10 @@ def test_fast_path_on_generative_models_matches_a_naive_loop_in_float64(model, i
         np.testing.assert_allclose(fast, _naive(model.loss, params, images, keys), rtol=1e-5, atol=1e-12)
         coverage = fast_path_coverage(model.loss, params, images, keys)
     assert set(coverage.values()) == {"fast"}  # every tensor on the fast path, weight-normalised ones included
+
+
+def test_unknown_kernel_is_refused(images):
+    module = Layers()
+    params = module.init(jax.random.key(0), images.astype(jnp.float32))["params"]
+    with pytest.raises(ValueError, match="kernel 'fastest'"):
+        fast_grad_sq_norms(_layers_loss(module), params, images, jnp.zeros(6), kernel="fastest")
