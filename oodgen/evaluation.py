@@ -13,11 +13,12 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from oodgen import checkpoints, data, metrics, plots, sharding
+from oodgen import data, metrics, plots, sharding
 from oodgen.errors import OodgenError
 from oodgen.models import build_model
+from oodgen.restore import restore_params
 from oodgen.scorers import build_scorer
-from oodgen.training import create_train_state, load_training_data, make_optimizer
+from oodgen.training import load_training_data
 from oodgen.validation import check_images
 
 SCORES_FILE = "scores.npz"
@@ -37,23 +38,6 @@ def load_eval_sets(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
         dataset = data.load(spec, image_shape=image_shape, size=limit, seed=config.eval.seed)
         sets[spec] = check_images(dataset.images[:limit], image_shape, what=spec)
     return sets
-
-
-def restore_params(config: ml_collections.ConfigDict, workdir: str | os.PathLike, model,
-                   mesh: jax.sharding.Mesh):
-    """Parameters of the best (lowest validation bits/dim) or latest checkpoint, per config.eval.checkpoint.
-
-    Read without writing anything. "best" falls back to the latest when the workdir has no best/.
-    """
-    which = config.eval.get("checkpoint", "latest")
-    if which not in ("best", "latest"):
-        raise OodgenError(f"config.eval.checkpoint={which!r}; use 'best' or 'latest'")
-    best = which == "best" and (Path(workdir) / checkpoints.BEST_DIR).is_dir()
-    manager = checkpoints.checkpoint_manager(workdir, read_only=True, best=best)
-    sample = np.zeros((1, *model.image_shape), np.uint8)
-    like = create_train_state(model, make_optimizer(config.train), jax.random.key(0), sample)
-    state = checkpoints.restore(manager, jax.device_put(like, sharding.replicated(mesh)))
-    return state.params, int(state.step)
 
 
 def compute_metrics(scores: dict[str, dict[str, np.ndarray]], in_dist: str) -> dict:
@@ -121,14 +105,23 @@ def named_scores(scorer, state, images: np.ndarray) -> dict[str, np.ndarray]:
     return {scorer.name: scorer.score(state, images)}
 
 
+PIXEL_MAP_EXAMPLES = 4
+
+
 def run_scorers(config: ml_collections.ConfigDict, model, params, eval_sets: dict[str, np.ndarray],
-                fit_images: np.ndarray, mesh) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str]]:
-    """({score name: {dataset: f32[N]}}, {score name: units}) for every scorer in config.eval.scorers."""
+                fit_images: np.ndarray, mesh) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str], dict]:
+    """({score name: {dataset: f32[N]}}, {score name: units}, pixel maps) for every scorer in
+    config.eval.scorers; pixel maps: {scorer: {dataset: f32[n, H, W]}} of the first few images of each set,
+    from scorers that have them (`pixel_maps`)."""
     scores: dict[str, dict[str, np.ndarray]] = {}
     units: dict[str, str] = {}
+    maps: dict[str, dict[str, np.ndarray]] = {}
     for scorer_name in config.eval.scorers:
         scorer = build_scorer(scorer_name, model, config.eval, mesh)
         state = scorer.fit(params, fit_images)
+        if hasattr(scorer, "pixel_maps") and scorer.has_pixel_maps(state):
+            maps[scorer_name] = {spec: scorer.pixel_maps(state, images[:PIXEL_MAP_EXAMPLES])
+                                 for spec, images in eval_sets.items()}
         for spec, images in tqdm(eval_sets.items(), desc=scorer_name, unit="set"):
             for score_name, values in named_scores(scorer, state, images).items():
                 if not np.all(np.isfinite(values)):
@@ -136,7 +129,7 @@ def run_scorers(config: ml_collections.ConfigDict, model, params, eval_sets: dic
                                       "the checkpoint may have diverged")
                 scores.setdefault(score_name, {})[spec] = values
                 units[score_name] = scorer.units
-    return scores, units
+    return scores, units, maps
 
 
 def kl_per_level(model, params, images: np.ndarray, *, seed: int, batch_size: int, mesh) -> np.ndarray:
@@ -176,7 +169,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     _, fit_images = load_training_data(config)
     in_dist = config.data.test
 
-    scores, units = run_scorers(config, model, params, eval_sets, fit_images, mesh)
+    scores, units, maps = run_scorers(config, model, params, eval_sets, fit_images, mesh)
     results = compute_metrics(scores, in_dist)
     report = [f"Checkpoint step {step}. " + markdown_table(results, scores, in_dist)]
     extra_arrays = {}
@@ -186,7 +179,13 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
         results["kl_per_level"] = {spec: kl.mean(axis=0).tolist() for spec, kl in kls.items()}
         extra_arrays = {f"kl_per_level/{spec}": kl for spec, kl in kls.items()}
         report.append(kl_table(results["kl_per_level"]))
+    extra_arrays.update({f"pixel_map/{scorer}/{spec}": m for scorer, per_set in maps.items()
+                         for spec, m in per_set.items()})
     write_outputs(outdir, scores, results, units, in_dist, extra_arrays)
+    for scorer, per_set in maps.items():
+        plots.plot_pixel_maps({spec: eval_sets[spec][:PIXEL_MAP_EXAMPLES] for spec in per_set}, per_set,
+                              outdir / PLOTS_DIR / f"pixel_map_{scorer}.png",
+                              title=f"{scorer} per pixel (red = evidence for OOD)", units="bits per pixel")
     if "kl_per_level" in results:
         plots.plot_kl_per_level({spec: kl for spec, kl in kls.items()}, outdir / PLOTS_DIR / "kl_per_level.png",
                                 in_dist_name=in_dist)

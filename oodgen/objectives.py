@@ -2,6 +2,7 @@
 
 An objective is `(params, images uint8 [B, ...], keys key[B], step) -> (loss, metrics)`, where
 `metrics["neg_elbo"]` is the unmodified negative ELBO (nats, batch mean) that progress reports show.
+A background model (Ren et al. 2019) wraps an objective with input perturbation and an L2 penalty.
 """
 
 import dataclasses
@@ -11,6 +12,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
+
+from oodgen.perturbation import perturb
 
 Objective = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 
@@ -61,8 +64,33 @@ def annealed_elbo(model, schedule: KLSchedule, params, images: jax.Array, keys: 
     return loss, metrics
 
 
+def l2_penalty(params) -> jax.Array:
+    """Σ ‖W‖² over the weight matrices and kernels (leaves with ≥ 2 axes; biases and scales excluded)."""
+    return sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(params) if leaf.ndim >= 2)
+
+
+def background_objective(objective: Objective, perturbation_rate: float, l2_weight: float, params,
+                         images: jax.Array, keys: jax.Array, step: jax.Array) -> tuple[jax.Array, dict]:
+    """`objective` on images perturbed at rate μ, plus l2_weight · Σ‖W‖² (the background model's loss).
+
+    Perturbation keys are derived from the per-example keys, so they never repeat the objective's own."""
+    perturbed = perturb(jax.vmap(lambda k: jax.random.fold_in(k, 7919))(keys), images, perturbation_rate)
+    loss, metrics = objective(params, perturbed, keys, step)
+    penalty = l2_weight * l2_penalty(params)
+    return loss + penalty, {**metrics, "l2_penalty": penalty}
+
+
 def make_objective(model, train_config: ml_collections.ConfigDict) -> Objective:
-    """The annealed ELBO for models with per-level KL terms (`elbo_terms`), else the mean bound."""
+    """The annealed ELBO for models with per-level KL terms (`elbo_terms`), else the mean bound; wrapped
+    as a background model's objective when `train_config.perturbation_rate` or `l2_weight` is non-zero."""
+    objective = _base_objective(model, train_config)
+    rate, l2_weight = train_config.get("perturbation_rate", 0.0), train_config.get("l2_weight", 0.0)
+    if rate or l2_weight:
+        return functools.partial(background_objective, objective, rate, l2_weight)
+    return objective
+
+
+def _base_objective(model, train_config: ml_collections.ConfigDict) -> Objective:
     if not hasattr(model, "elbo_terms"):
         return functools.partial(mean_negative_bound, model)
     schedule = KLSchedule(warmup_steps=train_config.get("kl_warmup_steps", 0),

@@ -181,3 +181,36 @@ def plot_kl_per_level(kls: dict[str, np.ndarray], path: str | os.PathLike, in_di
     ax.set_xticks(levels)
     ax.legend(fontsize="small")
     return save_figure_atomic(fig, path)
+
+
+def plot_pixel_maps(images: dict[str, np.ndarray], maps: dict[str, np.ndarray], path: str | os.PathLike,
+                    title: str, units: str = "bits") -> Path:
+    """Per dataset (a row), each image beside its per-pixel score map (diverging colours, 0 = white).
+
+    ``images[name]`` uint8 [n, H, W, C] and ``maps[name]`` f[n, H, W] for the same n examples.
+    """
+    _check_named(maps, "maps")
+    names = list(maps)
+    cols = max(len(maps[name]) for name in names)
+    limit = max(float(np.max(np.abs(maps[name]))) for name in names) or 1.0
+    fig = Figure(figsize=(2.2 * cols, 1.2 * len(names) + 0.6), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.subplots(len(names), 2 * cols, squeeze=False)
+    for row, name in enumerate(names):
+        for i in range(cols):
+            image_ax, map_ax = grid[row, 2 * i], grid[row, 2 * i + 1]
+            for ax in (image_ax, map_ax):
+                ax.set_xticks([])
+                ax.set_yticks([])
+            if i >= len(maps[name]):
+                image_ax.set_visible(False)
+                map_ax.set_visible(False)
+                continue
+            image = images[name][i]
+            image_ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255)
+            shown = map_ax.imshow(maps[name][i], cmap="RdBu_r", vmin=-limit, vmax=limit)
+            map_ax.set_title(f"{maps[name][i].sum():+.0f}", fontsize="x-small")
+        grid[row, 0].set_ylabel(name, fontsize="x-small", rotation=0, ha="right", va="center")
+    fig.colorbar(shown, ax=grid, shrink=0.8, label=units)
+    fig.suptitle(title)
+    return save_figure_atomic(fig, path)

@@ -26,7 +26,7 @@ from oodgen.config import save_config
 from oodgen.errors import OodgenError
 from oodgen.models import build_model
 from oodgen.objectives import Objective, make_objective, mean_negative_bound
-from oodgen.scorers.likelihood import negative_log_likelihood_bpd
+from oodgen.likelihoods import negative_log_likelihood_bpd
 from oodgen.validation import check_images
 
 METRICS_FILE = "train_metrics.jsonl"

@@ -5,9 +5,11 @@ from jax.sharding import Mesh
 
 from oodgen.errors import OodgenError
 from oodgen.scorers.base import Scorer
+from oodgen.scorers.complexity import InputComplexityScorer
 from oodgen.scorers.gradients import GradientNormScorer
 from oodgen.scorers.hierarchical import HierarchicalLLRScorer
 from oodgen.scorers.likelihood import LikelihoodScorer
+from oodgen.scorers.ratios import BackgroundRatioScorer, LocalRatioScorer
 from oodgen.scorers.regret import LikelihoodRegretScorer
 from oodgen.scorers.typicality import TypicalityScorer
 
@@ -17,6 +19,9 @@ SCORERS = {
     "typicality": TypicalityScorer,
     "grad_norms": GradientNormScorer,
     "likelihood_regret": LikelihoodRegretScorer,
+    "input_complexity": InputComplexityScorer,
+    "background_ratio": BackgroundRatioScorer,
+    "local_ratio": LocalRatioScorer,
 }
 
 

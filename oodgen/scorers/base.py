@@ -42,12 +42,14 @@ class ModelScorer:
         del in_dist  # nothing to estimate
         return params
 
-    def map_model(self, fn: Callable, params: chex.ArrayTree, images: np.ndarray) -> np.ndarray:
+    def map_model(self, fn: Callable, params: chex.ArrayTree, images: np.ndarray, model: Any = None) -> np.ndarray:
         """`fn(model, num_samples, params, images, keys)` (jitted, model and S static) over every image.
 
-        Checks the images first; example i gets key fold_in(key(seed), i). Returns f32[N] or f32[N, F].
+        `model` defaults to the scorer's. Checks the images first; example i gets key fold_in(key(seed), i).
+        Returns f32[N] or f32[N, ...].
         """
-        images = check_images(images, self.model.image_shape)
-        return sharding.map_batches(functools.partial(fn, self.model, self.num_samples), images,
+        model = self.model if model is None else model
+        images = check_images(images, model.image_shape)
+        return sharding.map_batches(functools.partial(fn, model, self.num_samples), images,
                                     rng=jax.random.key(self.seed), batch_size=self.batch_size, mesh=self.mesh,
                                     desc=getattr(self, "name", None), params=params)

@@ -4,22 +4,12 @@ Higher = more OOD. This is the score that fails on Fashion-MNIST -> MNIST (the p
 """
 
 import dataclasses
-import functools
 
 import chex
-import jax
 import numpy as np
 
-from oodgen import likelihoods
+from oodgen.likelihoods import negative_log_likelihood_bpd
 from oodgen.scorers.base import ModelScorer
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def negative_log_likelihood_bpd(model, num_samples: int, params: chex.ArrayTree, images: jax.Array,
-                                keys: jax.Array) -> jax.Array:
-    """−(importance-weighted bound) in bits per dimension: uint8 [B, H, W, C] -> f32[B]."""
-    nll = -model.log_prob(params, images, keys, num_samples)
-    return likelihoods.bits_per_dim(nll, model.num_dims)
 
 
 @dataclasses.dataclass(frozen=True)

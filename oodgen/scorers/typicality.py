@@ -15,7 +15,7 @@ import numpy as np
 
 from oodgen.errors import OodgenError
 from oodgen.scorers.base import ModelScorer
-from oodgen.scorers.likelihood import negative_log_likelihood_bpd
+from oodgen.likelihoods import negative_log_likelihood_bpd
 from oodgen.validation import check_images
 
 

@@ -1,0 +1,46 @@
+"""Trained models back from a workdir: the parameters of its best or latest checkpoint, read-only."""
+
+import os
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+
+from oodgen import checkpoints, sharding
+from oodgen.config import load_saved_config
+from oodgen.errors import OodgenError
+from oodgen.models import build_model
+from oodgen.training import create_train_state, make_optimizer
+
+
+def restore_params(config: ml_collections.ConfigDict, workdir: str | os.PathLike, model,
+                   mesh: jax.sharding.Mesh):
+    """Parameters of the best (lowest validation bits/dim) or latest checkpoint, per config.eval.checkpoint.
+
+    Read without writing anything. "best" falls back to the latest when the workdir has no best/.
+    """
+    which = config.eval.get("checkpoint", "latest")
+    if which not in ("best", "latest"):
+        raise OodgenError(f"config.eval.checkpoint={which!r}; use 'best' or 'latest'")
+    best = which == "best" and (Path(workdir) / checkpoints.BEST_DIR).is_dir()
+    manager = checkpoints.checkpoint_manager(workdir, read_only=True, best=best)
+    sample = np.zeros((1, *model.image_shape), np.uint8)
+    like = create_train_state(model, make_optimizer(config.train), jax.random.key(0), sample)
+    state = checkpoints.restore(manager, jax.device_put(like, sharding.replicated(mesh)))
+    return state.params, int(state.step)
+
+
+def load_trained_model(workdir: str | os.PathLike, mesh: jax.sharding.Mesh | None = None, what: str = "model"):
+    """(config, model, params) of the model trained in `workdir` (its saved config.json and checkpoint).
+
+    `what` names the model in error messages, e.g. "config.eval.background_ratio.workdir".
+    """
+    workdir = Path(workdir)
+    if not (workdir / "config.json").is_file():
+        raise OodgenError(f"{what}={str(workdir)!r} holds no trained model (no config.json); train it first "
+                          "with train.py --workdir, or point the setting at the right directory")
+    config = load_saved_config(workdir)
+    model = build_model(config.model, tuple(config.data.image_shape))
+    params, _ = restore_params(config, workdir, model, sharding.data_mesh() if mesh is None else mesh)
+    return config, model, params
