@@ -1,0 +1,109 @@
+"""Background-model training (perturbation, L2) and the reference-ratio and input-complexity scorers."""
+
+import math
+import zlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from oodgen.config import load_config_file
+from oodgen.errors import OodgenError
+from oodgen.evaluation import evaluate, load_eval_sets
+from oodgen.models import build_model
+from oodgen.objectives import l2_penalty, make_objective
+from oodgen.perturbation import perturb
+from oodgen.restore import load_trained_model
+from oodgen.sharding import example_keys
+from oodgen.training import train
+
+
+def test_perturbation_resamples_a_mu_fraction_of_subpixels():
+    images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (64, 28, 28, 3)), jnp.uint8)
+    keys = example_keys(jax.random.key(0), jnp.arange(64))
+    for rate in (0.0, 0.1, 0.3, 1.0):
+        out = perturb(keys, images, rate)
+        assert out.dtype == jnp.uint8 and out.shape == images.shape
+        changed = float(jnp.mean(out != images))
+        # a resampled sub-pixel keeps its value with probability 1/256
+        np.testing.assert_allclose(changed, rate * 255 / 256, atol=0.005)
+    alone = perturb(keys[5:6], images[5:6], 0.3)
+    np.testing.assert_array_equal(alone[0], perturb(keys, images, 0.3)[5])  # independent of the batch
+    values = np.asarray(perturb(keys, jnp.zeros_like(images), 1.0)).ravel()
+    counts = np.bincount(values, minlength=256)
+    assert counts.min() > 0.7 * values.size / 256 and counts.max() < 1.3 * values.size / 256  # uniform on 0..255
+    with pytest.raises(ValueError, match="must be in"):
+        perturb(keys, images, 1.5)
+
+
+def test_background_objective_perturbs_inputs_and_adds_l2():
+    config = load_config_file("configs/vae_fashion_mnist.py:tiny")
+    model = build_model(config.model, (28, 28, 1))
+    images = jnp.asarray(np.random.default_rng(1).integers(0, 256, (8, 28, 28, 1)), jnp.uint8)
+    params = model.init(jax.random.key(0), images)
+    keys = example_keys(jax.random.key(2), jnp.arange(8))
+    plain = make_objective(model, config.train)
+    train_config = ml_collections.ConfigDict(dict(config.train, perturbation_rate=0.0, l2_weight=0.5))
+    loss, metrics = make_objective(model, train_config)(params, images, keys, 0)
+    kernels = [p for p in jax.tree.leaves(params) if p.ndim >= 2]
+    manual = sum(float(np.sum(np.asarray(p, np.float64) ** 2)) for p in kernels)
+    np.testing.assert_allclose(float(l2_penalty(params)), manual, rtol=1e-5)
+    np.testing.assert_allclose(float(loss), float(plain(params, images, keys, 0)[0]) + 0.5 * manual, rtol=1e-5)
+    train_config.perturbation_rate, train_config.l2_weight = 1.0, 0.0
+    noisy, _ = make_objective(model, train_config)(params, images, keys, 0)
+    assert abs(float(noisy) - float(plain(params, images, keys, 0)[0])) > 1.0  # it saw different images
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny VAE and its background model (μ = 0.3, L2 weight 1e-3), trained a few steps."""
+    root = tmp_path_factory.mktemp("runs")
+    config = load_config_file("configs/vae_fashion_mnist.py:tiny")
+    train(config, root / "model")
+    background = load_config_file("configs/vae_fashion_mnist.py:tiny")
+    background.train.perturbation_rate, background.train.l2_weight = 0.3, 1e-3
+    train(background, root / "background")
+    return config, root
+
+
+def _nll_bpd(model, params, images, seed, num_samples):
+    keys = example_keys(jax.random.key(seed), jnp.arange(images.shape[0]))
+    return -np.asarray(model.log_prob(params, jnp.asarray(images), keys, num_samples)) / (model.num_dims * math.log(2))
+
+
+def test_background_ratio_and_input_complexity_scores(trained):
+    config, root = trained
+    config.eval.scorers = ["background_ratio", "input_complexity"]
+    config.eval.background_ratio = ml_collections.ConfigDict(dict(workdir=str(root / "background")))
+    config.eval.input_complexity = ml_collections.ConfigDict(dict(codecs=("png", "deflate")))
+    results, report = evaluate(config, root / "model", outdir=root / "eval")
+    scores = np.load(root / "eval" / "scores.npz")
+    assert {"background_ratio", "input_complexity_png", "input_complexity_deflate"} <= set(results)
+
+    _, model, params = load_trained_model(root / "model")
+    _, background, background_params = load_trained_model(root / "background")
+    for spec, data in load_eval_sets(config).items():
+        nll = _nll_bpd(model, params, data, config.eval.seed, config.eval.num_samples)
+        nll_background = _nll_bpd(background, background_params, data, config.eval.seed, config.eval.num_samples)
+        np.testing.assert_allclose(scores[f"background_ratio/{spec}"], nll - nll_background, rtol=1e-4, atol=1e-4)
+        deflate = np.array([8 * (len(zlib.compress(x.tobytes(), 9)) - 6) for x in data]) / data[0].size
+        np.testing.assert_allclose(scores[f"input_complexity_deflate/{spec}"], nll - deflate, rtol=1e-4, atol=1e-4)
+    assert not (root / "eval" / "plots" / "pixel_map_background_ratio.png").exists()  # VAEs have no pixel maps
+
+
+def test_reference_workdir_errors(trained, tmp_path):
+    config, root = trained
+    config.eval.scorers = ["background_ratio"]
+    config.eval.background_ratio = ml_collections.ConfigDict(dict(workdir=str(tmp_path / "missing")))
+    with pytest.raises(OodgenError, match=r"config.eval.background_ratio.workdir=.*no trained model"):
+        evaluate(config, root / "model", outdir=tmp_path / "out")
+    config.eval.background_ratio.workdir = ""
+    with pytest.raises(OodgenError, match="is not set"):
+        evaluate(config, root / "model", outdir=tmp_path / "out")
+    assert not (tmp_path / "out" / "scores.npz").exists()
+    config.eval.scorers = ["input_complexity"]
+    config.eval.input_complexity = ml_collections.ConfigDict(dict(codecs=("gif",)))
+    with pytest.raises(OodgenError, match="codecs"):
+        evaluate(config, root / "model", outdir=tmp_path / "out")
