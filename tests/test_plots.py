@@ -125,3 +125,17 @@ def test_plot_histogram_grid_has_one_panel_per_ood_set(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png"]
     with pytest.raises(OodgenError, match="in_dist_name"):
         plots.plot_histogram_grid(scores, tmp_path / "g2.png", "t", "x", in_dist_name="nope")
+
+
+def test_plot_pixel_maps_puts_each_image_beside_its_map(tmp_path):
+    rng = np.random.default_rng(0)
+    images = {"fmnist": rng.integers(0, 256, (3, 8, 8, 1), dtype=np.uint8),
+              "mnist": rng.integers(0, 256, (2, 8, 8, 1), dtype=np.uint8)}
+    maps = {name: rng.normal(size=x.shape[:3]) for name, x in images.items()}
+    out = plots.plot_pixel_maps(images, maps, tmp_path / "maps.png", title="ratio per pixel")
+    _assert_png(out)
+    with Image.open(out) as img:
+        wide, high = img.size
+    assert wide > 2 * high  # 3 image/map pairs side by side, 2 rows
+    with pytest.raises(OodgenError):
+        plots.plot_pixel_maps({}, {}, tmp_path / "empty.png", title="none")
