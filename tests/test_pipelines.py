@@ -43,3 +43,45 @@ def test_vae_with_gradient_and_typicality_scorers(tmp_path):
     scores = np.load(tmp_path / "scores.npz")
     for name in ("grad_gaussian_log", "grad_chi_square", "typicality"):
         assert scores[f"{name}/noise"].shape == (48,) and np.all(np.isfinite(scores[f"{name}/noise"]))
+
+
+@pytest.fixture(scope="module")
+def pixelcnn_runs(tmp_path_factory):
+    """Tiny PixelCNN++, its background model and a local PixelCNN, each trained a few steps."""
+    root = tmp_path_factory.mktemp("pixelcnn")
+    for variant in ("tiny", "background,tiny", "local,tiny"):
+        train(load_config_file(f"configs/pixelcnn_fashion_mnist.py:{variant}"), root / variant.split(",")[0])
+    return root
+
+
+def test_pixelcnn_likelihood_ratios_and_pixel_maps(pixelcnn_runs):
+    root = pixelcnn_runs
+    config = load_config_file("configs/pixelcnn_fashion_mnist.py:tiny")
+    config.eval.background_ratio.workdir = str(root / "background")
+    config.eval.local_ratio.workdir = str(root / "local")
+    results, report = evaluate(config, root / "tiny", outdir=root / "eval")
+    expected = {"log_likelihood", "input_complexity_png", "input_complexity_jpeg2000", "background_ratio",
+                "local_ratio"}
+    assert expected <= set(results) and "| local_ratio | noise |" in report
+    scores = np.load(root / "eval" / "scores.npz")
+    for ratio in ("background_ratio", "local_ratio"):
+        # the per-pixel map (bits per pixel) sums to the ratio (bits/dim) times the number of dimensions
+        pixel_map = scores[f"pixel_map/{ratio}/{config.data.test}"]
+        assert pixel_map.shape == (4, 28, 28)
+        np.testing.assert_allclose(pixel_map.sum(axis=(1, 2)), 784 * scores[f"{ratio}/{config.data.test}"][:4],
+                                   rtol=1e-3, atol=1e-2)
+        assert (root / "eval" / "plots" / f"pixel_map_{ratio}.png").stat().st_size > 1000
+    # the local ratio's reference really is the local model: its likelihood differs from the full model's
+    assert np.abs(scores[f"local_ratio/{config.data.test}"]).mean() > 1e-3
+
+
+def test_glow_background_ratio(tmp_path):
+    for variant, workdir in (("tiny", "model"), ("background,tiny", "background")):
+        train(load_config_file(f"configs/glow_fashion_mnist.py:{variant}"), tmp_path / workdir)
+    config = load_config_file("configs/glow_fashion_mnist.py:tiny")
+    config.eval.background_ratio.workdir = str(tmp_path / "background")
+    results, _ = evaluate(config, tmp_path / "model")
+    assert {"log_likelihood", "input_complexity_png", "background_ratio"} <= set(results)
+    scores = np.load(tmp_path / "model" / "scores.npz")
+    assert np.all(np.isfinite(scores["background_ratio/noise"])) and scores["background_ratio/noise"].shape == (48,)
+    assert not (tmp_path / "model" / "plots" / "pixel_map_background_ratio.png").exists()  # a flow has no pixel maps

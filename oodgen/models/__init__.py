@@ -3,10 +3,13 @@
 import ml_collections
 
 from oodgen.errors import OodgenError
+from oodgen.models.glow import GlowModel
 from oodgen.models.hvae import HVAEModel
+from oodgen.models.pixelcnn import LocalPixelCNNModel, PixelCNNPPModel
 from oodgen.models.vae import VAEModel
 
-MODELS = {"vae": VAEModel, "hvae": HVAEModel}
+MODELS = {"vae": VAEModel, "hvae": HVAEModel, "pixelcnn": PixelCNNPPModel, "local_pixelcnn": LocalPixelCNNModel,
+          "glow": GlowModel}
 
 
 def build_model(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]):

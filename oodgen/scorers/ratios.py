@@ -73,7 +73,7 @@ class ReferenceRatioScorer(ModelScorer):
             raise OodgenError(f"{self.name} pixel maps need autoregressive models (log_prob_per_pixel)")
         model_map = self.map_model(per_pixel_log_prob, state.params, images)
         reference_map = self.map_model(per_pixel_log_prob, state.reference_params, images, state.reference)
-        return bits_per_dim(model_map - reference_map, 1)
+        return bits_per_dim(reference_map - model_map, 1)  # nats -> bits
 
 
 @dataclasses.dataclass(frozen=True)
