@@ -29,7 +29,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.model.name = "glow"
     config.model.num_levels = 2
     config.model.depth = 8
-    config.model.hidden_channels = 64
+    config.model.hidden_channels = 48
     config.model.lu_decomposition = True
     config.model.coupling = "affine"
 

@@ -85,7 +85,7 @@ def _lu_orthogonal(key: jax.Array, channels: int) -> tuple[jax.Array, jax.Array,
     q = jax.nn.initializers.orthogonal()(key, (channels, channels), jnp.float32)
     _, lower, upper = jax.scipy.linalg.lu(q)
     diag = jnp.diag(upper)
-    upper = upper * jnp.sign(diag)[None, :]  # flips columns of W = Pᵀ Q, keeping it orthogonal
+    upper = upper * jnp.sign(diag)[None, :]  # U diag(sign): the column flips of W = Pᵀ Q diag(sign)
     return jnp.tril(lower, -1), jnp.triu(upper, 1), jnp.log(jnp.abs(diag))
 
 
@@ -139,15 +139,15 @@ class Coupling(nn.Module):
     affine: x2 -> (x2 + shift) · sigmoid(raw + 2), as in the reference; additive: x2 -> x2 + shift.
     """
     hidden_channels: int
-    coupling: str = "affine"
+    kind: str = "affine"
 
     @nn.compact
     def __call__(self, x: jax.Array, reverse: bool = False) -> tuple[jax.Array, jax.Array]:
         """(y, log|det dy/dx| f[B]) forward; (x, log|det dx/dy|) with `reverse`."""
         x1, x2 = jnp.split(x, 2, axis=-1)
         c2 = x2.shape[-1]
-        affine = self.coupling == "affine"
-        h = CouplingNet(self.hidden_channels, 2 * c2 if affine else c2)(x1)
+        affine = self.kind == "affine"
+        h = CouplingNet(self.hidden_channels, 2 * c2 if affine else c2, name="net")(x1)
         if not affine:
             y2 = x2 - h if reverse else x2 + h
             return jnp.concatenate([x1, y2], axis=-1), jnp.zeros(x.shape[0], x.dtype)
@@ -162,17 +162,17 @@ class Coupling(nn.Module):
 class FlowStep(nn.Module):
     """Actnorm, invertible 1x1 conv, coupling (reversed in reverse order with `reverse`)."""
     hidden_channels: int
-    coupling: str = "affine"
+    coupling_kind: str = "affine"
     lu_decomposition: bool = True
 
     def setup(self):
         self.actnorm = ActNorm()
         self.invconv = InvConv1x1(self.lu_decomposition)
-        self.coupling_layer = Coupling(self.hidden_channels, self.coupling)
+        self.coupling = Coupling(self.hidden_channels, self.coupling_kind)
 
     def __call__(self, x: jax.Array, reverse: bool = False) -> tuple[jax.Array, jax.Array]:
         """(y, log|det dy/dx| f[B]) forward; (x, log|det dx/dy|) with `reverse`."""
-        layers = (self.actnorm, self.invconv, self.coupling_layer)
+        layers = (self.actnorm, self.invconv, self.coupling)
         logdet = jnp.zeros(x.shape[0], x.dtype)
         for layer in reversed(layers) if reverse else layers:
             x, ld = layer(x, reverse)
@@ -181,12 +181,12 @@ class FlowStep(nn.Module):
 
 
 class SplitPrior(nn.Module):
-    """The conditional prior of a split-off half: kept half f32[B, H, W, C] -> (mean, log_scale)."""
-    channels: int
+    """The conditional prior of a split-off half (as many channels as the kept half): kept half
+    f32[B, H, W, C] -> (mean, log_scale) f32[B, H, W, C] of the split-off half."""
 
     @nn.compact
     def __call__(self, h: jax.Array) -> tuple[jax.Array, jax.Array]:
-        out = nn.Conv(2 * self.channels, (3, 3), kernel_init=nn.initializers.zeros)(h)
+        out = nn.Conv(2 * h.shape[-1], (3, 3), kernel_init=nn.initializers.zeros)(h)
         return out[..., 0::2], out[..., 1::2]
 
 
@@ -214,12 +214,8 @@ class GlowNet(nn.Module):
     def setup(self):
         self.steps = [[FlowStep(self.hidden_channels, self.coupling, self.lu_decomposition)
                        for _ in range(self.depth)] for _ in range(self.num_levels)]
-        self.split_priors = [SplitPrior(0) for _ in range(self.num_levels - 1)]
+        self.split_priors = [SplitPrior() for _ in range(self.num_levels - 1)]
         self.top_prior = TopPrior(self.top_channels)
-
-    def _split_prior(self, level: int, h: jax.Array) -> tuple[jax.Array, jax.Array]:
-        return self.split_priors[level].clone(channels=h.shape[-1])(h) if False else _call_split(
-            self.split_priors[level], h)
 
     def __call__(self, x: jax.Array) -> tuple[tuple[jax.Array, ...], jax.Array, jax.Array]:
         """x f32[B, H, W, C] -> (zs, log|det dzs/dx| f[B], log p(zs) f[B]); nats."""
@@ -270,3 +266,130 @@ class GlowNet(nn.Module):
                 logdet = logdet + ld
             h = unsqueeze(h)
         return h, tuple(zs), log_pz, logdet
+
+
+@dataclasses.dataclass(frozen=True)
+class GlowModel:
+    """Glow on uint8 images of `image_shape`, with exact log-likelihoods of dequantised inputs.
+
+    Every public function is pure; `rng` is one key or one key per example (key[B]). With
+    per-example keys, an example's result depends only on its own image and key, never on its batch.
+    The defaults are sized for CPU training: at batch 64 on 28x28x1 one Adam step takes ~0.17 s on
+    two cores (~0.3 s with hidden_channels=64).
+    """
+    image_shape: tuple[int, int, int] = (28, 28, 1)
+    num_levels: int = 2
+    depth: int = 8
+    hidden_channels: int = 48
+    lu_decomposition: bool = True
+    coupling: str = "affine"
+
+    def __post_init__(self):
+        if len(self.image_shape) != 3 or any(int(n) < 1 for n in self.image_shape):
+            raise ValueError(f"image_shape must be (H, W, C) with positive sizes; got {self.image_shape}")
+        for name in ("num_levels", "depth", "hidden_channels"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
+        if self.coupling not in COUPLINGS:
+            raise ValueError(f"unknown coupling {self.coupling!r}; choose one of {COUPLINGS}")
+        scale = 2 ** self.num_levels
+        if self.image_shape[0] % scale or self.image_shape[1] % scale:
+            raise ValueError(f"image height and width must be divisible by 2 ** num_levels = {scale} "
+                             f"(one 2x2 squeeze per level); got {tuple(self.image_shape[:2])}: "
+                             "use fewer levels or pad the images")
+
+    @property
+    def num_dims(self) -> int:
+        """D = H·W·C, the divisor of bits per dimension."""
+        return math.prod(self.image_shape)
+
+    @property
+    def latent_shapes(self) -> tuple[tuple[int, int, int], ...]:
+        """(H, W, C) of each latent in `zs`: the split-off halves, level by level, then the top."""
+        height, width, channels = self.image_shape
+        shapes = [(height >> (i + 1), width >> (i + 1), channels << (i + 1)) for i in range(self.num_levels - 1)]
+        top = self.num_levels
+        return (*shapes, (height >> top, width >> top, channels << (top + 1)))
+
+    @property
+    def net(self) -> GlowNet:
+        return GlowNet(self.num_levels, self.depth, self.hidden_channels, self.latent_shapes[-1][-1],
+                       self.coupling, self.lu_decomposition)
+
+    def _check_images(self, images: jax.Array) -> None:
+        if tuple(images.shape[1:]) != tuple(self.image_shape):
+            raise ValueError(f"images are {tuple(images.shape[1:])} (H, W, C) but this Glow expects "
+                             f"{tuple(self.image_shape)}")
+
+    def dequantize(self, rng: jax.Array, images: jax.Array, num_samples: int = 1) -> jax.Array:
+        """uint8 [B, H, W, C] -> x = (images + u) / 256 - 0.5, u ~ U[0, 1): f32[S, B, H, W, C].
+
+        Example b's S draws come from its own key (`rng`: a key or key[B]).
+        """
+        self._check_images(images)
+        keys = split_keys(rng, images.shape[0])
+        u = jax.vmap(lambda k: jax.random.uniform(k, (num_samples, *self.image_shape)), out_axes=1)(keys)
+        return (images.astype(jnp.float32)[None] + u) / NUM_BINS - 0.5
+
+    def init(self, rng: jax.Array, images: jax.Array) -> chex.ArrayTree:
+        """Parameters from a batch of uint8 images [B, H, W, C].
+
+        Actnorm is initialised on this batch, dequantised with `dequantize(fold_in(rng, 1), images)`.
+        """
+        x = self.dequantize(jax.random.fold_in(rng, 1), images)[0]
+        return self.net.init(rng, x)["params"]
+
+    def encode(self, params: chex.ArrayTree, x: jax.Array) -> tuple[tuple[jax.Array, ...], jax.Array, jax.Array]:
+        """x f32[B, H, W, C] (dequantised, scaled) -> (zs, log|det dzs/dx| f[B], log p(zs) f[B]), nats."""
+        return self.net.apply({"params": params}, x)
+
+    def forward(self, params: chex.ArrayTree, x: jax.Array) -> tuple[tuple[jax.Array, ...], jax.Array]:
+        """x f32[B, H, W, C] (dequantised, scaled) -> (zs, log|det dzs/dx| f[B] in nats).
+
+        zs is a tuple, one latent per entry of `latent_shapes`; `flatten_latents` makes it f32[B, D].
+        """
+        zs, logdet, _ = self.encode(params, x)
+        return zs, logdet
+
+    def inverse(self, params: chex.ArrayTree, zs: tuple[jax.Array, ...]) -> jax.Array:
+        """The exact inverse of `forward`: zs (as `forward` returns them) -> x f32[B, H, W, C]."""
+        return self.net.apply({"params": params}, tuple(zs), method=GlowNet.decode)[0]
+
+    def prior_log_prob(self, params: chex.ArrayTree, zs: tuple[jax.Array, ...]) -> jax.Array:
+        """log p(zs) under the top and split priors: f32[B], nats.
+
+        Runs the flow backwards (the split priors condition on the kept halves); `encode` gets the
+        same number from the forward pass.
+        """
+        return self.net.apply({"params": params}, tuple(zs), method=GlowNet.decode)[2]
+
+    def continuous_log_prob(self, params: chex.ArrayTree, x: jax.Array) -> jax.Array:
+        """log p(x) = log p(zs) + log|det dzs/dx| of continuous x f32[B, H, W, C]: f32[B], nats."""
+        _, logdet, log_pz = self.encode(params, x)
+        return log_pz + logdet
+
+    def log_prob(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array,
+                 num_samples: int = 1) -> jax.Array:
+        """Lower bound on log P(images) of the 8-bit images with S dequantisation draws: f32[B], nats.
+
+        logsumexp_s log p(x_s) - log S - D log 256 with x_s = (images + u_s) / 256 - 0.5: by Jensen a
+        lower bound on the discrete log-likelihood, tighter in expectation as S grows (S=1: the usual
+        dequantised bound, the training objective).
+        """
+        x = self.dequantize(rng, images, num_samples)                      # [S, B, H, W, C]
+        batch = images.shape[0]
+        log_px = self.continuous_log_prob(params, x.reshape(num_samples * batch, *self.image_shape))
+        log_px = log_px.reshape(num_samples, batch)
+        bound = jax.nn.logsumexp(log_px, axis=0) - math.log(num_samples) if num_samples > 1 else log_px[0]
+        return bound - self.num_dims * math.log(NUM_BINS)
+
+    def loss(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array) -> jax.Array:
+        """Per-example training loss, minus the S=1 dequantised bound: f32[B], nats."""
+        return -self.log_prob(params, images, rng, num_samples=1)
+
+    def sample(self, params: chex.ArrayTree, rng: jax.Array, num: int, temperature: float = 1.0) -> jax.Array:
+        """`num` images from the model, each prior's scale multiplied by `temperature`: uint8 [num, H, W, C]."""
+        keys = jax.random.split(rng, len(self.latent_shapes))
+        noise = tuple(jax.random.normal(k, (num, *shape)) for k, shape in zip(keys, self.latent_shapes))
+        x = self.net.apply({"params": params}, noise, True, temperature, method=GlowNet.decode)[0]
+        return jnp.clip(jnp.floor((x + 0.5) * NUM_BINS), 0, NUM_BINS - 1).astype(jnp.uint8)
