@@ -106,7 +106,7 @@ class PixelCNNPPNet(nn.Module):
     causal conv; up-sampling replaces the paper's stride-2 transposed convs by a conv to 4x the
     channels and a pixel shuffle: a 1x1 conv for ul (exactly the 2x2 down-right-shifted deconv) and
     a 1x2 conv over columns j, j+1 for u (a superset of the 2x3 down-shifted deconv's taps; both
-    are causal). `keys` (key[B]) turn dropout on, one mask per example.
+    are causal). `keys` (key[B]) turn dropout on, one mask per example. The last layer is `out`.
     """
     num_filters: int
     num_resnets: int
@@ -145,7 +145,7 @@ class PixelCNNPPNet(nn.Module):
                 u = block(DOWN)(u, us.pop(), keys)
                 ul = block(DOWN_RIGHT)(ul, jnp.concatenate([u, uls.pop()], axis=-1), keys)
         assert not us and not uls, "every skip connection is used once"
-        return nn.Dense(self.out_features)(nn.elu(ul))
+        return nn.Dense(self.out_features, name="out")(nn.elu(ul))
 
 
 class LocalPixelCNNNet(nn.Module):
@@ -156,7 +156,8 @@ class LocalPixelCNNNet(nn.Module):
     its unmasked support: an h x (2h+1) conv over the h rows above and a 1 x h conv over the h
     pixels to the left (the same function and parameter count as the masked kernel, and no
     masked-out weights). Then `num_blocks` residual blocks of three 1x1 convs (dense layers) with
-    ReLUs, and two 1x1 output layers, as in NeLLoC.
+    ReLUs, and two 1x1 output layers (the last named `out`), as in NeLLoC. A constant ones channel
+    (not a pixel) lets it tell the zero padding at the borders from pixel value 127.5.
     """
     horizon: int
     num_filters: int
@@ -177,7 +178,7 @@ class LocalPixelCNNNet(nn.Module):
             for _ in range(3):
                 z = nn.relu(nn.Dense(f)(z))
             y = y + z
-        return nn.Dense(self.out_features)(nn.relu(nn.Dense(f)(y)))
+        return nn.Dense(self.out_features, name="out")(nn.relu(nn.Dense(f)(y)))
 
 
 def _check_image_shape(image_shape: tuple[int, ...]) -> None:
@@ -228,10 +229,14 @@ class PixelCNNPPModel(_AutoregressiveModel):
     `num_resnets` gated resnet blocks per scale and stream; `num_scales` resolutions (H and W halve
     at each, so they must be divisible by 2**(num_scales-1)); `dropout_rate` inside every block
     during training. Every public function is pure; `rng` is one key or one key per example (key[B]).
+
+    The defaults are small enough to train on a CPU (0.3-0.6 s per step of 64 28x28 images on a
+    shared two-core machine; 32 filters and 2 blocks took 3-4.5 s). Ren et al.'s Fashion-MNIST
+    model is num_filters=32, num_resnets=5, num_mixtures=1.
     """
     image_shape: tuple[int, int, int] = (28, 28, 1)
-    num_filters: int = 32
-    num_resnets: int = 2
+    num_filters: int = 8
+    num_resnets: int = 1
     num_scales: int = 3
     num_mixtures: int = 5
     dropout_rate: float = 0.5
