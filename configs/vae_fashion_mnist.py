@@ -56,7 +56,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.eval.seed = 1
     # Settings of scorers that are not in eval.scorers by default (add them there to run them).
     config.eval.grad_norms = ml_collections.ConfigDict(
-        dict(densities=("gaussian_log", "chi_square", "gmm"), group_size=1, method="fast", chunk_size=8))
+        dict(densities=("gaussian_log", "chi_square", "gmm"), group_size=1, method="fast", chunk_size=8,
+             kernel="timed"))
     config.eval.typicality = ml_collections.ConfigDict(dict(test_batch_size=2, num_bootstrap=1000, alpha=0.01))
     config.eval.likelihood_regret = ml_collections.ConfigDict(dict(num_steps=100, learning_rate=2e-4,
                                                                    weight_decay=5e-5))

@@ -66,3 +66,5 @@ def test_gradient_norm_scorer_features_groups_and_densities(params):
     np.testing.assert_allclose(group_features, expected[:7], rtol=2e-4, atol=1e-9)
     with pytest.raises(OodgenError, match="group_size"):
         GradientNormScorer(MODEL, batch_size=5, group_size=2)
+    with pytest.raises(OodgenError, match="kernel 'fastest'"):
+        GradientNormScorer(MODEL, kernel="fastest")

@@ -17,7 +17,7 @@ import numpy as np
 from oodgen import density, sharding
 from oodgen.errors import OodgenError
 from oodgen.gradients import group_grad_sq_norms, tensor_sizes
-from oodgen.gradients_fast import fast_grad_sq_norms
+from oodgen.gradients_fast import KERNEL_CHOICES, KERNELS, fast_grad_sq_norms
 from oodgen.scorers.base import ModelScorer
 from oodgen.validation import check_images
 
@@ -27,12 +27,12 @@ METHODS = ("fast", "vmap")
 FEATURE_FLOOR = float(np.finfo(np.float32).tiny)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def gradient_features(model, method: str, group_size: int, chunk_size: int, params: chex.ArrayTree,
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def gradient_features(model, method: str, group_size: int, chunk_size: int, kernel: str, params: chex.ArrayTree,
                       images: jax.Array, keys: jax.Array) -> jax.Array:
     """Squared gradient norms per tensor, one row per image (its group's row when G > 1): f32[B, n_tensors]."""
     if group_size == 1 and method == "fast":
-        return fast_grad_sq_norms(model.loss, params, images, keys, chunk_size)
+        return fast_grad_sq_norms(model.loss, params, images, keys, chunk_size, kernel)
     norms = group_grad_sq_norms(model.loss, params, images, keys, group_size, chunk_size)
     return jnp.repeat(norms, group_size, axis=0)
 
@@ -50,6 +50,7 @@ class GradientNormScorer(ModelScorer):
     group_size: int = 1
     method: str = "fast"
     chunk_size: int = 8
+    kernel: str = "timed"  # the fast path's per-layer kernel choice: "timed", "flops" or one kernel
     name: str = "grad_norms"
     units: str = "−log density of squared gradient norms"
 
@@ -59,6 +60,9 @@ class GradientNormScorer(ModelScorer):
         if self.group_size < 1 or self.batch_size % self.group_size:
             raise OodgenError(f"grad_norms group_size={self.group_size} must be >= 1 and divide the evaluation "
                               f"batch size {self.batch_size}")
+        kernels = sorted({*KERNEL_CHOICES, *KERNELS["dense"], *KERNELS["conv"]})
+        if self.kernel not in kernels:
+            raise OodgenError(f"grad_norms kernel {self.kernel!r}; use one of {kernels}")
         unknown = [d for d in self.densities if d not in density.DENSITIES]
         if unknown:
             raise OodgenError(f"unknown density {unknown[0]!r} for grad_norms; choose from {sorted(density.DENSITIES)}")
@@ -69,7 +73,8 @@ class GradientNormScorer(ModelScorer):
         The densities see max(f, FEATURE_FLOOR); this returns the raw norms.
         """
         images = check_images(images, self.model.image_shape)
-        fn = functools.partial(gradient_features, self.model, self.method, self.group_size, self.chunk_size)
+        fn = functools.partial(gradient_features, self.model, self.method, self.group_size, self.chunk_size,
+                               self.kernel)
         return sharding.map_batches(fn, _complete_last_group(images, self.group_size),
                                     rng=jax.random.key(self.seed), batch_size=self.batch_size, mesh=self.mesh,
                                     desc=self.name, params=params)[:images.shape[0]]
