@@ -13,19 +13,14 @@ Variants, comma-separated: `background` (inputs perturbed at rate μ = 0.2, with
 
 import ml_collections
 
-from configs import vae_fashion_mnist
+from configs.exact_likelihood import base_config, parse_variant
 
 VARIANTS = ("background", "tiny")
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-    flags = {v for v in variant.split(",") if v}
-    if flags - set(VARIANTS):
-        raise ValueError(f"unknown variant(s) {sorted(flags - set(VARIANTS))}; use a comma-separated subset "
-                         f"of {VARIANTS}")
-    config = vae_fashion_mnist.get_config("tiny" if "tiny" in flags else "")
-
-    config.model = ml_collections.ConfigDict()
+    flags = parse_variant(variant, VARIANTS)
+    config = base_config(flags, steps=3000, grad_clip_norm=50.0)
     config.model.name = "glow"
     config.model.num_levels = 2
     config.model.depth = 8
@@ -33,36 +28,12 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.model.lu_decomposition = True
     config.model.coupling = "affine"
 
-    config.train.steps = 3000
-    config.train.batch_size = 64
-    config.train.learning_rate = 1e-3
-    config.train.warmup_steps = 200
-    config.train.grad_clip_norm = 50.0
-    config.train.log_every = 100
-    config.train.checkpoint_every = 500
-    config.train.perturbation_rate = 0.0
-    config.train.l2_weight = 0.0
-    if "background" in flags:
-        config.train.perturbation_rate = 0.2
-        config.train.l2_weight = 1e-4
-
-    config.eval.num_samples = 1            # dequantisation draws per image (S > 1: a tighter bound)
-    config.eval.batch_size = 250
-    config.eval.max_examples = 2000
     config.eval.scorers = ["log_likelihood", "input_complexity"]
     if "background" not in flags:
         config.eval.scorers.append("background_ratio")
-    config.eval.input_complexity = ml_collections.ConfigDict(dict(codecs=("png", "jpeg2000")))
     config.eval.background_ratio = ml_collections.ConfigDict(dict(workdir="runs/glow_fashion_mnist_background"))
 
     if "tiny" in flags:
         config.model.depth = 2
         config.model.hidden_channels = 8
-        config.train.steps = 4
-        config.train.batch_size = 16
-        config.train.warmup_steps = 1
-        config.train.log_every = 2
-        config.train.checkpoint_every = 2
-        config.eval.batch_size = 32
-        config.eval.max_examples = 48
     return config

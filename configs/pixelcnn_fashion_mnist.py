@@ -18,19 +18,14 @@ the default here is sized for the CPU budget stated in BENCHMARKS.md.
 
 import ml_collections
 
-from configs import vae_fashion_mnist
+from configs.exact_likelihood import base_config, parse_variant
 
 VARIANTS = ("background", "local", "tiny")
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-    flags = {v for v in variant.split(",") if v}
-    if flags - set(VARIANTS):
-        raise ValueError(f"unknown variant(s) {sorted(flags - set(VARIANTS))}; use a comma-separated subset "
-                         f"of {VARIANTS}")
-    config = vae_fashion_mnist.get_config("tiny" if "tiny" in flags else "")
-
-    config.model = ml_collections.ConfigDict()
+    flags = parse_variant(variant, VARIANTS)
+    config = base_config(flags, steps=2000, grad_clip_norm=200.0)
     if "local" in flags:
         config.model.name = "local_pixelcnn"
         config.model.horizon = 3
@@ -46,27 +41,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         config.model.num_mixtures = 5
         config.model.dropout_rate = 0.5
 
-    config.train.steps = 2000
-    config.train.batch_size = 64
-    config.train.learning_rate = 1e-3
-    config.train.warmup_steps = 200
-    config.train.grad_clip_norm = 200.0
-    config.train.log_every = 100
-    config.train.checkpoint_every = 500
-    config.train.perturbation_rate = 0.0   # μ: the background model's input perturbation
-    config.train.l2_weight = 0.0           # λ of λ·Σ‖W‖² added to the mean NLL (nats per image)
-    if "background" in flags:
-        config.train.perturbation_rate = 0.2
-        config.train.l2_weight = 1e-4
-
-    config.eval.num_samples = 1            # exact likelihoods: no importance samples
-    config.eval.batch_size = 250
-    config.eval.max_examples = 2000
     if flags & {"background", "local"}:
         config.eval.scorers = ["log_likelihood", "input_complexity"]
     else:
         config.eval.scorers = ["log_likelihood", "input_complexity", "background_ratio", "local_ratio"]
-    config.eval.input_complexity = ml_collections.ConfigDict(dict(codecs=("png", "jpeg2000")))
     config.eval.background_ratio = ml_collections.ConfigDict(
         dict(workdir="runs/pixelcnn_fashion_mnist_background"))
     config.eval.local_ratio = ml_collections.ConfigDict(dict(workdir="runs/pixelcnn_fashion_mnist_local"))
@@ -78,13 +56,5 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
             config.model.horizon = 1
             config.model.num_blocks = 1
         else:
-            config.model.num_resnets = 1
             config.model.num_scales = 2
-        config.train.steps = 4
-        config.train.batch_size = 16
-        config.train.warmup_steps = 1
-        config.train.log_every = 2
-        config.train.checkpoint_every = 2
-        config.eval.batch_size = 32
-        config.eval.max_examples = 48
     return config
