@@ -85,3 +85,15 @@ def test_glow_background_ratio(tmp_path):
     scores = np.load(tmp_path / "model" / "scores.npz")
     assert np.all(np.isfinite(scores["background_ratio/noise"])) and scores["background_ratio/noise"].shape == (48,)
     assert not (tmp_path / "model" / "plots" / "pixel_map_background_ratio.png").exists()  # a flow has no pixel maps
+
+
+@pytest.mark.parametrize("spec", ["configs/pixelcnn_cifar10.py:tiny", "configs/glow_cifar10.py:tiny"])
+def test_colour_configs_train_and_score(tmp_path, spec):
+    config = load_config_file(spec)           # random 32x32x3 images: the colour paths, no CIFAR-10 needed
+    config.eval.scorers = ["log_likelihood", "input_complexity"]
+    train(config, tmp_path)
+    results, _ = evaluate(config, tmp_path)
+    scores = np.load(tmp_path / "scores.npz")
+    assert scores["log_likelihood/noise"].shape == (24,)
+    assert 5.0 < scores["log_likelihood/noise"].mean() < 12.0   # uniform noise: about 8 bits/dim, barely trained
+    assert {"input_complexity_png", "input_complexity_jpeg2000"} <= set(results)
