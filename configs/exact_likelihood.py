@@ -46,3 +46,30 @@ def base_config(flags: set[str], steps: int, grad_clip_norm: float) -> ml_collec
         config.eval.batch_size = 32
         config.eval.max_examples = 48
     return config
+
+
+def use_cifar10(config: ml_collections.ConfigDict, tiny: bool) -> ml_collections.ConfigDict:
+    """Switches a config to CIFAR-10 in, SVHN and the synthetic sets out (prepared TFDS copies needed), at
+    GPU-run logging intervals; `tiny`: random 32x32x3 images (`noise`) for a seconds-long smoke test."""
+    config.data.train = "cifar10:train"
+    config.data.test = "cifar10:test"
+    config.data.image_shape = (32, 32, 3)
+    config.eval.ood = ["svhn", "noise", "constant", "cifar10:test+hflip", "cifar10:test+vflip",
+                       "cifar10:test+invert"]
+    config.train.checkpoint_every = 5000
+    config.train.log_every = 500
+    config.eval.batch_size = 100
+    config.eval.max_examples = -1
+    if tiny:
+        config.data.train = config.data.test = "noise"
+        config.data.num_validation = 32
+        config.data.max_train_examples = 256
+        config.eval.ood = ["constant", "noise+hflip"]
+        config.train.steps = 2
+        config.train.batch_size = 8
+        config.train.warmup_steps = 1
+        config.train.log_every = 1
+        config.train.checkpoint_every = 1
+        config.eval.batch_size = 16
+        config.eval.max_examples = 24
+    return config

@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from oodgen.models.vae import depth_to_space
 from oodgen.sharding import split_keys
 
 COUPLINGS = ("affine", "additive")
@@ -37,11 +38,7 @@ def squeeze(x: jax.Array) -> jax.Array:
     return x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, h // 2, w // 2, 4 * c)
 
 
-def unsqueeze(x: jax.Array) -> jax.Array:
-    """Depth-to-space, the inverse of `squeeze`: f32[B, H, W, 4C] -> f32[B, 2H, 2W, C]."""
-    b, h, w, c4 = x.shape
-    c = c4 // 4
-    return x.reshape(b, h, w, 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, c)
+unsqueeze = depth_to_space  # the inverse of `squeeze`: f32[B, H, W, 4C] -> f32[B, 2H, 2W, C]
 
 
 def gaussian_log_prob(z: jax.Array, mean: jax.Array, log_scale: jax.Array) -> jax.Array:
