@@ -97,3 +97,37 @@ def test_colour_configs_train_and_score(tmp_path, spec):
     assert scores["log_likelihood/noise"].shape == (24,)
     assert 5.0 < scores["log_likelihood/noise"].mean() < 12.0   # uniform noise: about 8 bits/dim, barely trained
     assert {"input_complexity_png", "input_complexity_jpeg2000"} <= set(results)
+
+
+def test_score_net_msma_and_ddpm_reconstruction(tmp_path):
+    import jax
+    import jax.numpy as jnp
+
+    from oodgen.evaluation import load_eval_sets
+    from oodgen.models.ddpm import zscore_mean
+    from oodgen.restore import load_trained_model
+    from oodgen.sharding import example_keys
+    from oodgen.training import load_training_data
+
+    for name, scores_expected in (("score_net", {"msma_gmm", "msma_knn"}), ("ddpm", {"ddpm_reconstruction"})):
+        config = load_config_file(f"configs/{name}_fashion_mnist.py:tiny")
+        train(config, tmp_path / name)
+        results, _ = evaluate(config, tmp_path / name)
+        assert scores_expected <= set(results)
+        scores = np.load(tmp_path / name / "scores.npz")
+        assert all(np.all(np.isfinite(scores[f"{s}/noise"])) for s in scores_expected)
+
+    # the DDPM score is the mean z-scored reconstruction error against the held-out split, per example
+    config = load_config_file("configs/ddpm_fashion_mnist.py:tiny")
+    _, model, params = load_trained_model(tmp_path / "ddpm")
+    starts = (2, 4)
+    _, held_out = load_training_data(config)
+
+    def errors(images):
+        keys = example_keys(jax.random.key(config.eval.seed), jnp.arange(images.shape[0]))
+        return model.reconstruction_errors(params, jnp.asarray(images), keys, starts, 5)
+
+    test = load_eval_sets(config)[config.data.test]
+    expected = zscore_mean(errors(test), errors(held_out))
+    np.testing.assert_allclose(np.load(tmp_path / "ddpm" / "scores.npz")[f"ddpm_reconstruction/{config.data.test}"],
+                               expected, rtol=1e-4, atol=1e-4)

@@ -3,13 +3,15 @@
 import ml_collections
 
 from oodgen.errors import OodgenError
+from oodgen.models.ddpm import DDPMModel
 from oodgen.models.glow import GlowModel
 from oodgen.models.hvae import HVAEModel
 from oodgen.models.pixelcnn import LocalPixelCNNModel, PixelCNNPPModel
+from oodgen.models.score_net import ScoreNetModel
 from oodgen.models.vae import VAEModel
 
 MODELS = {"vae": VAEModel, "hvae": HVAEModel, "pixelcnn": PixelCNNPPModel, "local_pixelcnn": LocalPixelCNNModel,
-          "glow": GlowModel}
+          "glow": GlowModel, "score_net": ScoreNetModel, "ddpm": DDPMModel}
 
 
 def build_model(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]):

@@ -6,11 +6,13 @@ from jax.sharding import Mesh
 from oodgen.errors import OodgenError
 from oodgen.scorers.base import Scorer
 from oodgen.scorers.complexity import InputComplexityScorer
+from oodgen.scorers.diffusion import DDPMReconstructionScorer
 from oodgen.scorers.gradients import GradientNormScorer
 from oodgen.scorers.hierarchical import HierarchicalLLRScorer
 from oodgen.scorers.likelihood import LikelihoodScorer
 from oodgen.scorers.ratios import BackgroundRatioScorer, LocalRatioScorer
 from oodgen.scorers.regret import LikelihoodRegretScorer
+from oodgen.scorers.score_matching import MSMAScorer
 from oodgen.scorers.typicality import TypicalityScorer
 
 SCORERS = {
@@ -22,6 +24,8 @@ SCORERS = {
     "input_complexity": InputComplexityScorer,
     "background_ratio": BackgroundRatioScorer,
     "local_ratio": LocalRatioScorer,
+    "msma": MSMAScorer,
+    "ddpm_reconstruction": DDPMReconstructionScorer,
 }
 
 

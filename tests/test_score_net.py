@@ -1,0 +1,177 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from oodgen.models.score_net import ScoreNetModel, dsm_loss, optimal_gaussian_score
+from oodgen.sharding import example_keys
+
+MODEL = ScoreNetModel(image_shape=(8, 8, 1), num_filters=4, num_sigmas=4, sigma_max=0.5, sigma_min=0.05)
+MU, SIGMA_DATA = 0.5, 0.1
+
+
+@pytest.fixture(scope="module")
+def images():
+    return jnp.asarray(np.random.default_rng(0).integers(0, 256, (6, 8, 8, 1)), jnp.uint8)
+
+
+@pytest.fixture(scope="module")
+def params(images):
+    # an "rbg" key: initialising ~20 kernels compiles several times faster than with threefry
+    return jax.jit(MODEL.init)(jax.random.key(0, impl="rbg"), images)
+
+
+@pytest.fixture(scope="module")
+def gaussian_batch():
+    """Clean x ~ N(μ, σ_d² I) f32[N, 16], σ drawn from the ladder per example, z ~ N(0, I); fixed seeds."""
+    rng = np.random.default_rng(1)
+    n, d = 4000, 16
+    x = MU + SIGMA_DATA * rng.standard_normal((n, d))
+    sigma = np.asarray(MODEL.sigmas)[rng.integers(0, MODEL.num_sigmas, n)]
+    z = rng.standard_normal((n, d))
+    return [jnp.asarray(a, jnp.float32) for a in (x, sigma, z)]
+
+
+def test_dsm_loss_matches_numpy():
+    rng = np.random.default_rng(2)
+    x, z = rng.standard_normal((2, 5, 3, 4))
+    sigma = rng.uniform(0.1, 1.0, 5)
+    w = rng.standard_normal((3, 4))
+
+    def score_fn(y, s):
+        return jnp.tanh(y * w) / s[:, None, None] - y
+
+    got = dsm_loss(score_fn, jnp.asarray(x), jnp.asarray(sigma), jnp.asarray(z))
+    noisy = x + sigma[:, None, None] * z
+    s = np.tanh(noisy * w) / sigma[:, None, None] - noisy
+    want = 0.5 * sigma**2 * np.sum((s + z / sigma[:, None, None]) ** 2, axis=(1, 2))
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_optimal_gaussian_score_is_gradient_of_smoothed_log_density():
+    x = jnp.asarray(np.random.default_rng(3).uniform(0, 1, (3, 4)), jnp.float32)
+    sigma = jnp.asarray([0.05, 0.2, 1.0])
+
+    def log_density(xi, si):  # log N(x; μ, (σ² + σ_d²) I), up to a constant
+        return -0.5 * jnp.sum((xi - MU) ** 2) / (si**2 + SIGMA_DATA**2)
+
+    want = jax.vmap(jax.grad(log_density))(x, sigma)
+    np.testing.assert_allclose(optimal_gaussian_score(x, sigma, MU, SIGMA_DATA), want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name, perturbed", [
+    ("scaled up", lambda y, s: 1.2 * optimal_gaussian_score(y, s, MU, SIGMA_DATA)),
+    ("scaled down", lambda y, s: 0.8 * optimal_gaussian_score(y, s, MU, SIGMA_DATA)),
+    ("wrong mean", lambda y, s: optimal_gaussian_score(y, s, MU + 0.05, SIGMA_DATA)),
+    ("wrong data scale", lambda y, s: optimal_gaussian_score(y, s, MU, 2 * SIGMA_DATA)),
+    ("unsmoothed score", lambda y, s: -(y - MU) / SIGMA_DATA**2),
+    ("naive denoiser", lambda y, s: jnp.zeros_like(y)),
+])
+def test_dsm_loss_is_minimised_by_the_true_score(gaussian_batch, name, perturbed):
+    x, sigma, z = gaussian_batch
+    best = jnp.mean(dsm_loss(lambda y, s: optimal_gaussian_score(y, s, MU, SIGMA_DATA), x, sigma, z))
+    worse = jnp.mean(dsm_loss(perturbed, x, sigma, z))
+    assert worse > best * 1.01, name
+
+
+def test_dsm_loss_minimiser_over_a_scale_is_one(gaussian_batch):
+    """The Monte-Carlo loss of a·s* is quadratic in a; its minimiser is 1 up to sampling error."""
+    x, sigma, z = gaussian_batch
+    scales = jnp.asarray([0.9, 1.0, 1.1])
+    losses = np.asarray([jnp.mean(dsm_loss(lambda y, s: a * optimal_gaussian_score(y, s, MU, SIGMA_DATA),
+                                           x, sigma, z)) for a in scales])
+    c2, c1, _ = np.polyfit(np.asarray(scales), losses, 2)
+    assert c2 > 0
+    assert abs(-c1 / (2 * c2) - 1.0) < 0.03
+
+
+def test_sigmas_geometric_with_endpoints():
+    model = ScoreNetModel()
+    sigmas = np.asarray(model.sigmas)
+    assert sigmas.shape == (10,) and sigmas.dtype == np.float32
+    np.testing.assert_allclose([sigmas[0], sigmas[-1]], [1.0, 0.01], rtol=1e-6)
+    ratios = sigmas[1:] / sigmas[:-1]
+    np.testing.assert_allclose(ratios, np.full(9, 0.01 ** (1 / 9)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(image_shape=(7, 8, 1)), dict(image_shape=(8, 8)), dict(num_filters=0), dict(num_sigmas=1),
+    dict(sigma_min=0.0), dict(sigma_min=1.0, sigma_max=0.5), dict(sigma_max=float("inf")),
+])
+def test_bad_hyperparameters_raise(kwargs):
+    with pytest.raises(ValueError):
+        ScoreNetModel(**kwargs)
+
+
+def test_wrong_image_shape_raises(params):
+    with pytest.raises(ValueError, match="expected images"):
+        MODEL.msma_features(params, jnp.zeros((2, 8, 8, 3), jnp.uint8))
+
+
+def test_score_shape_and_scalar_sigma(params, images):
+    x = MODEL.preprocess(images)
+    assert float(x.min()) >= 0 and float(x.max()) <= 1
+    score = jax.jit(MODEL.score)
+    s = score(params, x, 0.1)
+    assert s.shape == images.shape and s.dtype == jnp.float32
+    np.testing.assert_allclose(s, score(params, x, jnp.full((6,), 0.1)), rtol=1e-6)
+    assert not np.allclose(s, score(params, x, 0.3))  # conditioned on σ
+
+
+def test_msma_features_equal_a_python_loop(params, images):
+    feats = jax.jit(MODEL.msma_features)(params, images)
+    assert feats.shape == (6, MODEL.num_sigmas)
+    assert np.all(np.asarray(feats) >= 0)
+    x = MODEL.preprocess(images)
+    score = jax.jit(MODEL.score)
+    loop = np.stack([np.linalg.norm((float(s) * np.asarray(score(params, x, s))).reshape(6, -1), axis=1)
+                     for s in MODEL.sigmas], axis=1)
+    np.testing.assert_allclose(feats, loop, rtol=1e-5)
+
+
+def test_loss_is_per_example(params, images):
+    """An example's loss depends only on its image and key: not on its neighbours or its position."""
+    keys = example_keys(jax.random.key(4), jnp.arange(6))
+    both = jax.jit(lambda im, k: (MODEL.loss(params, im, k), MODEL.log_prob(params, im, k),
+                                  MODEL.log_prob(params, im, k, num_samples=3)))
+    full, log_prob, surrogate = both(images, keys)
+    assert full.shape == (6,) and np.all(np.isfinite(full))
+    other = jnp.concatenate([images[:3], 255 - images[3:]])
+    np.testing.assert_allclose(both(other, keys)[0][:3], full[:3], rtol=1e-5)
+    np.testing.assert_allclose(both(images[::-1], keys[::-1])[0], full[::-1], rtol=1e-5)
+    np.testing.assert_allclose(log_prob, -full, rtol=1e-6)
+    assert surrogate.shape == (6,) and np.all(np.asarray(surrogate) <= 0)
+    assert not np.allclose(surrogate, log_prob)
+
+
+def test_training_moves_the_score_towards_the_closed_form(params):
+    """100 Adam steps (batch 32) from the shared init on Gaussian pixels N(0.5, 0.1²): σ·s_θ at clean data nears σ·s* for every level."""
+    rng = np.random.default_rng(5)
+    data = jnp.asarray(np.clip(np.round(255 * (MU + SIGMA_DATA * rng.standard_normal((256, 8, 8, 1)))), 0, 255),
+                       jnp.uint8)
+    probe = data[:32]
+    x = MODEL.preprocess(probe)
+    optimizer = optax.adam(3e-3)
+
+    def error(p):  # mean over levels and examples of ‖σ (s_θ − s*)‖² at the clean data
+        def at(sigma):
+            diff = sigma * (MODEL.score(p, x, sigma) - optimal_gaussian_score(x, sigma, MU, SIGMA_DATA))
+            return jnp.mean(jnp.sum(diff.reshape(32, -1) ** 2, axis=-1))
+        return jnp.mean(jax.vmap(at)(MODEL.sigmas))
+
+    @jax.jit
+    def train(params, key):
+        def step(carry, i):
+            p, opt_state = carry
+            batch = jax.lax.dynamic_slice_in_dim(data, (i % 8) * 32, 32)
+            loss, grads = jax.value_and_grad(lambda q: jnp.mean(MODEL.loss(q, batch, jax.random.fold_in(key, i))))(p)
+            updates, opt_state = optimizer.update(grads, opt_state, p)
+            return (optax.apply_updates(p, updates), opt_state), loss
+        (p, _), losses = jax.lax.scan(step, (params, optimizer.init(params)), jnp.arange(100))
+        return losses, error(params), error(p)
+
+    losses, before, after = train(params, jax.random.key(7))
+    before, after = float(before), float(after)
+    assert np.all(np.isfinite(losses))
+    assert after < 0.5 * before, (before, after)
