@@ -13,9 +13,11 @@ from oodgen.errors import DatasetNotFoundError, OodgenError
 from oodgen.evaluation import evaluate
 from oodgen.metrics import auroc, auprc_in, auprc_out, detection_error, fpr_at_tpr, ood_metrics
 from oodgen.models import MODELS, build_model
+from oodgen.models.ddpm import DDPMModel
 from oodgen.models.glow import GlowModel
 from oodgen.models.hvae import HVAEModel
 from oodgen.models.pixelcnn import LocalPixelCNNModel, PixelCNNPPModel
+from oodgen.models.score_net import ScoreNetModel
 from oodgen.models.vae import VAEModel
 from oodgen.scorers import SCORERS, build_scorer
 from oodgen.scorers.likelihood import LikelihoodScorer
@@ -23,7 +25,7 @@ from oodgen.training import TrainState, create_train_state, make_optimizer, make
 from oodgen.validation import check_images
 
 __all__ = [
-    "Dataset", "DatasetNotFoundError", "GlowModel", "HVAEModel", "LikelihoodScorer", "LocalPixelCNNModel", "MODELS", "OodgenError", "PixelCNNPPModel", "SCORERS", "TrainState",
+    "DDPMModel", "Dataset", "DatasetNotFoundError", "GlowModel", "HVAEModel", "LikelihoodScorer", "LocalPixelCNNModel", "MODELS", "OodgenError", "PixelCNNPPModel", "SCORERS", "ScoreNetModel", "TrainState",
     "VAEModel", "auprc_in", "auprc_out", "auroc", "build_model", "build_scorer", "check_images",
     "checkpoint_manager", "create_train_state", "data", "detection_error", "evaluate", "fpr_at_tpr",
     "likelihoods", "load", "load_config_file", "load_saved_config", "make_optimizer", "make_train_step",
