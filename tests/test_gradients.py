@@ -37,6 +37,12 @@ def _naive(loss_fn, params, images, keys, group_size=1):
     return np.array(rows)
 
 
+GENERATIVE_MODELS = [
+    VAEModel(image_shape=(8, 8, 1), latent_dim=3, channels=(4,)),
+    HVAEModel(image_shape=(8, 8, 1), width=4, dense_width=8, latent_channels=(2,), latent_units=(3, 2)),
+]
+
+
 @pytest.fixture(scope="module")
 def images():
     return jnp.asarray(np.random.default_rng(0).integers(0, 256, (6, 8, 8, 1)), jnp.uint8)
@@ -57,10 +63,7 @@ def test_dense_conv_and_transposed_conv_match_a_naive_loop_in_float64(images):
     assert tensor_sizes(params)[names.index("Conv_0/kernel")] == 3 * 3 * 1 * 3
 
 
-@pytest.mark.parametrize("model", [
-    VAEModel(image_shape=(8, 8, 1), latent_dim=3, channels=(4,)),
-    HVAEModel(image_shape=(8, 8, 1), width=4, dense_width=8, latent_channels=(2,), latent_units=(3, 2)),
-], ids=["vae", "hvae"])
+@pytest.mark.parametrize("model", GENERATIVE_MODELS, ids=["vae", "hvae"])
 def test_generative_models_match_a_naive_loop_in_float64(model, images):
     with jax.enable_x64(True):
         params = jax.tree.map(lambda p: p.astype(jnp.float64), jax.jit(model.init)(jax.random.key(0), images))
@@ -120,10 +123,7 @@ def test_fast_path_matches_naive_loop_in_float64_and_falls_back_per_layer(images
     assert [k for k, v in coverage.items() if v == "vmap"] == ["ConvTranspose_0/bias", "ConvTranspose_0/kernel"]
 
 
-@pytest.mark.parametrize("model", [
-    VAEModel(image_shape=(8, 8, 1), latent_dim=3, channels=(4,)),
-    HVAEModel(image_shape=(8, 8, 1), width=4, dense_width=8, latent_channels=(2,), latent_units=(3, 2)),
-], ids=["vae", "hvae"])
+@pytest.mark.parametrize("model", GENERATIVE_MODELS, ids=["vae", "hvae"])
 def test_fast_path_on_generative_models_matches_a_naive_loop_in_float64(model, images):
     with jax.enable_x64(True):
         params = jax.tree.map(lambda p: p.astype(jnp.float64), jax.jit(model.init)(jax.random.key(0), images))

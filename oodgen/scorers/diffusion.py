@@ -15,9 +15,9 @@ from oodgen.models.ddpm import zscore_mean
 from oodgen.scorers.base import ModelScorer
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def reconstruction_errors(model, start_steps: tuple[int, ...], num_sampling_steps: int, num_samples: int,
-                          params: chex.ArrayTree, images: jax.Array, keys: jax.Array) -> jax.Array:
+@functools.partial(jax.jit, static_argnums=(0, 1), static_argnames=("start_steps", "num_sampling_steps"))
+def reconstruction_errors(model, num_samples: int, params: chex.ArrayTree, images: jax.Array, keys: jax.Array, *,
+                          start_steps: tuple[int, ...], num_sampling_steps: int) -> jax.Array:
     """MSE of the reconstruction from every start step, pixels in [0, 1]: f32[B, S]."""
     del num_samples
     return model.reconstruction_errors(params, images, keys, start_steps, num_sampling_steps)
@@ -52,8 +52,9 @@ class DDPMReconstructionScorer(ModelScorer):
 
     def errors(self, params: chex.ArrayTree, images: np.ndarray) -> np.ndarray:
         """f32[N, S]: reconstruction MSE from each start step."""
-        fn = functools.partial(reconstruction_errors, self.model, self.start_steps, self.num_sampling_steps)
-        return self.map_model(lambda model, s, *args: fn(s, *args), params, images)
+        fn = functools.partial(reconstruction_errors, start_steps=self.start_steps,
+                               num_sampling_steps=self.num_sampling_steps)
+        return self.map_model(fn, params, images)
 
     def fit(self, params: chex.ArrayTree, in_dist: np.ndarray) -> ReconstructionFitState:
         """Reconstruction errors of held-out in-distribution images: the z-scoring statistics."""

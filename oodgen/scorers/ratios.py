@@ -65,6 +65,7 @@ class ReferenceRatioScorer(ModelScorer):
         return nll - nll_reference
 
     def has_pixel_maps(self, state: RatioState) -> bool:
+        """Whether both models are autoregressive (`log_prob_per_pixel`), so `pixel_maps` can run."""
         return all(hasattr(m, "log_prob_per_pixel") for m in (self.model, state.reference))
 
     def pixel_maps(self, state: RatioState, images: np.ndarray) -> np.ndarray:
