@@ -186,8 +186,9 @@ class DDPMModel:
         Start step s in [0, n] (n = num_sampling_steps): s = 0 returns the input unchanged; s >= 1
         noises x0 to τ_{s-1} with ε drawn from the example's key (the same ε for every start step),
         then takes s deterministic DDIM (η = 0) steps τ_{s-1} -> ... -> τ_0 -> clean (ᾱ = 1).
-        All start steps run together in one `lax.scan` over sampler steps, each row masked to begin
-        at its own step. `start_steps` is static: jit with it bound (e.g. functools.partial).
+        The chains run longest first: one `lax.scan` over sampler steps per gap between consecutive
+        start steps, batched over the chains begun so far, so the network runs sum(start_steps)
+        times per image. `start_steps` is static: jit with it bound (e.g. functools.partial).
         """
         taus = self.sampling_timesteps(num_sampling_steps)
         starts = tuple(int(s) for s in start_steps)
@@ -201,22 +202,26 @@ class DDPMModel:
 
         abar = self.alphas_cumprod[jnp.asarray(taus)]                       # ᾱ at τ_j, [n]
         abar_prev = jnp.concatenate([jnp.ones(1, jnp.float32), abar[:-1]])  # ᾱ after step j, [n]
-        s = jnp.asarray(starts)                                             # [S]
-        a_start = jnp.where(s > 0, abar[jnp.maximum(s - 1, 0)], 1.0)[:, None, None, None, None]
+        order = sorted(range(num_starts), key=lambda i: -starts[i])        # longest chain first
+        s = np.asarray([starts[i] for i in order])                          # [S], descending
+        a_start = jnp.where(s > 0, abar[np.maximum(s - 1, 0)], 1.0)[:, None, None, None, None]
         x = jnp.sqrt(a_start) * x0[None] + jnp.sqrt(1.0 - a_start) * noise[None]   # [S, B, H, W, C]
 
         def step(x, j):
-            """One DDIM step τ_j -> τ_{j-1} (or clean) for the start steps with s > j."""
-            t = jnp.full((num_starts * batch,), jnp.asarray(taus)[j])
-            e = self.eps(params, x.reshape(num_starts * batch, *self.image_shape), t).reshape(x.shape)
+            """One DDIM step τ_j -> τ_{j-1} (or clean) for every row of x f32[k, B, H, W, C]."""
+            t = jnp.full((x.shape[0] * batch,), jnp.asarray(taus)[j])
+            e = self.eps(params, x.reshape(-1, *self.image_shape), t).reshape(x.shape)
             x0_pred = (x - jnp.sqrt(1.0 - abar[j]) * e) / jnp.sqrt(abar[j])
-            x_prev = jnp.sqrt(abar_prev[j]) * x0_pred + jnp.sqrt(1.0 - abar_prev[j]) * e
-            active = (j < s)[:, None, None, None, None]
-            return jnp.where(active, x_prev, x), None
+            return jnp.sqrt(abar_prev[j]) * x0_pred + jnp.sqrt(1.0 - abar_prev[j]) * e, None
 
-        longest = max(starts)
-        if longest > 0:
-            x, _ = jax.lax.scan(step, x, jnp.arange(longest - 1, -1, -1))
+        # Segment k runs the steps between the k-th and (k+1)-th longest starts on the k + 1 chains
+        # already started, so no network evaluation is spent on a chain that has not begun.
+        for k in range(num_starts):
+            lower = int(s[k + 1]) if k + 1 < num_starts else 0
+            if s[k] > lower:
+                active, _ = jax.lax.scan(step, x[:k + 1], jnp.arange(s[k] - 1, lower - 1, -1))
+                x = jnp.concatenate([active, x[k + 1:]])
+        x = x[np.argsort(order)]
         return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
 
     def reconstruction_errors(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array,
