@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench.runner import machine_description, time_interleaved, write_section
+from bench.runner import backend_section, machine_description, time_interleaved, write_section
 from configs import hvae_fashion_mnist, vae_fashion_mnist
 from oodgen.gradients import per_example_grad_sq_norms, tensor_names
 from oodgen.gradients_fast import fast_grad_sq_norms, fast_path_coverage
@@ -98,7 +98,7 @@ def main():
         "|---|---|---:|---:|---:|---:|---:|",
         *rows])
     if not args.no_write:
-        write_section("grad_norms", body)
+        write_section(backend_section("grad_norms"), body)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,13 @@ def machine_description() -> str:
             f"{os.cpu_count()} cores; JAX {jax.__version__}")
 
 
+def backend_section(section: str) -> str:
+    """A speed section's name on this backend: `section` on CPU, `section_gpu` (or _tpu) elsewhere, so
+    rows from an accelerator sit beside the CPU rows instead of replacing them."""
+    backend = jax.default_backend()
+    return section if backend == "cpu" else f"{section}_{backend}"
+
+
 def write_section(section: str, body: str, path: Path = BENCHMARKS_FILE) -> None:
     """Replaces the text between `<!-- bench:section -->` markers in BENCHMARKS.md (appends if absent)."""
     start, end = f"<!-- bench:{section} -->", f"<!-- /bench:{section} -->"
@@ -109,4 +116,4 @@ def publish(section: str, heading: str, description: str, command: str, rows: li
     body = "\n".join([f"### {heading}", "", f"Machine: {machine_description()}. {description}",
                       f"Command: `{command}`", "", *TABLE_HEADER, *rows])
     if not no_write:
-        write_section(section, body)
+        write_section(backend_section(section), body)
