@@ -23,6 +23,8 @@ def main():
     parser.add_argument("--title", default=None)
     parser.add_argument("--notes", default="")
     parser.add_argument("--outdir", default=None, help="where evaluate.py wrote its results (default: --workdir)")
+    parser.add_argument("--machine", default=None, help="where the workdir was trained and evaluated "
+                                                         "(default: this machine)")
     args = parser.parse_args()
 
     workdir = Path(args.workdir)
@@ -41,7 +43,7 @@ def main():
         "",
         f"Command: `{args.command}` — model `{config.model.name}`, {steps} steps of batch "
         f"{config.train.batch_size}, {config.eval.num_samples} importance samples per bound. "
-        f"Machine: {machine_description()}.",
+        f"Machine: {args.machine or machine_description()}.",
         *([args.notes, ""] if args.notes else [""]),
         markdown_table(results, scores, config.data.test),
         *(["", kl_table(results["kl_per_level"])] if "kl_per_level" in results else []),

@@ -152,7 +152,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     best_manager = checkpoints.checkpoint_manager(workdir, best=True)
     state = create_train_state(model, optimizer, init_key, train_images[:config.train.batch_size])
     state = jax.device_put(state, sharding.replicated(mesh))
-    if manager.latest_step() is not None:
+    latest = manager.latest_step()
+    if latest is not None and latest > config.train.steps:
+        raise OodgenError(f"{workdir} already holds a checkpoint at step {latest}, beyond "
+                          f"config.train.steps={config.train.steps}; pass --config.train.steps={latest} or more "
+                          f"to go on, or a new --workdir to start again")
+    if latest is not None:
         state = checkpoints.restore(manager, state)
     save_config(config, workdir)
 

@@ -33,7 +33,10 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     logged = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "train_metrics.jsonl").open()]
     assert logged == [2, 4]  # the second run started at step 2, not 0
-    assert (tmp_path / "resumed" / "config.json").is_file()
+    saved = (tmp_path / "resumed" / "config.json").read_text()
+    with pytest.raises(OodgenError, match=r"checkpoint at step 4, beyond config.train.steps=3; pass "):
+        train(_config("--config.train.steps=3"), tmp_path / "resumed")
+    assert (tmp_path / "resumed" / "config.json").read_text() == saved  # the saved config still matches
 
 
 def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
