@@ -1,6 +1,7 @@
 """Train a generative model: python train.py --config configs/vae_fashion_mnist.py --workdir runs/vae.
 
-Re-running the same command resumes from the latest checkpoint in --workdir.
+Re-running the same command resumes from the latest checkpoint in --workdir. In a multi-process run
+(config.distributed) every process runs this command with its own process id; process 0 writes the files.
 """
 
 from oodgen.cli import main_wrapper, parse_args

@@ -46,6 +46,18 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 500
     config.train.keep_checkpoints = 2
 
+    # Deep ensemble: M independent members (seeds seed..seed+M-1) trained together in one vmapped step.
+    config.ensemble = ml_collections.ConfigDict(dict(size=1))   # 1: a single model
+    # SWAG (Maddox et al. 2019): moments of the iterates after `start_step` steps, every `collect_every`
+    # steps, and the last `rank` deviations, kept in the checkpoints.
+    config.swag = ml_collections.ConfigDict(dict(enabled=False, start_step=1500, collect_every=50, rank=20))
+
+    # Multi-process (multi-host) runs: every process gets the same command with its own process_id (or the
+    # OODGEN_COORDINATOR_ADDRESS / OODGEN_NUM_PROCESSES / OODGEN_PROCESS_ID environment variables, which win).
+    # coordinator_address "" = one process (nothing to join); "HOST:PORT" of process 0; "auto" = let JAX
+    # detect the cluster (Slurm, Open MPI, TPU). See oodgen.sharding.initialize_distributed.
+    config.distributed = ml_collections.ConfigDict(dict(coordinator_address="", num_processes=1, process_id=0))
+
     config.eval = ml_collections.ConfigDict()
     config.eval.ood = list(OOD_SETS)
     config.eval.scorers = ["log_likelihood"]
@@ -61,6 +73,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.eval.typicality = ml_collections.ConfigDict(dict(test_batch_size=2, num_bootstrap=1000, alpha=0.01))
     config.eval.likelihood_regret = ml_collections.ConfigDict(dict(num_steps=100, learning_rate=2e-4,
                                                                    weight_decay=5e-5))
+    # The `ensemble` scorer: over the members ("members") or SWAG draws per member ("swag").
+    config.eval.ensemble = ml_collections.ConfigDict(dict(source="members", num_swag_samples=8))
+    # Feature composition (scorer "composed"): features of several scorers under one density, e.g.
+    # features=("kl_per_level", "grad_norms"), density="gmm"; see oodgen.scorers.composed.FEATURES.
+    config.eval.composed = ml_collections.ConfigDict(dict(features=(), density="gmm", standardize=False, name=""))
 
     if variant == "tiny":
         config.data.max_train_examples = 512
@@ -72,6 +89,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         config.train.warmup_steps = 1
         config.train.log_every = 2
         config.train.checkpoint_every = 2
+        config.swag.update(start_step=2, collect_every=1, rank=2)
         config.eval.ood = ["noise", "fashion_mnist:test+vflip"]
         config.eval.num_samples = 2
         config.eval.batch_size = 32

@@ -10,6 +10,7 @@ import ml_collections
 
 from oodgen.config import load_config_file, load_saved_config, parse_overrides
 from oodgen.errors import OodgenError
+from oodgen.sharding import DISTRIBUTED_DEFAULTS, initialize_distributed
 
 EXIT_BAD_INPUT = 2
 
@@ -23,7 +24,10 @@ class Invocation(NamedTuple):
 def parse_args(argv: list[str], description: str, config_required: bool, with_outdir: bool = False) -> Invocation:
     """--config FILE[:variant] --workdir DIR [--outdir DIR] [--config.key=value ...].
 
-    Without --config (where allowed) the config saved in the workdir by train.py is used.
+    Without --config (where allowed) the config saved in the workdir by train.py is used, less its
+    `distributed` settings (those of the training run's process 0): pass them again, per process.
+    Then joins the multi-process run that `config.distributed` (or OODGEN_* environment variables)
+    configures, before any other JAX use; with nothing configured nothing happens.
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", required=config_required,
@@ -33,8 +37,14 @@ def parse_args(argv: list[str], description: str, config_required: bool, with_ou
     if with_outdir:
         parser.add_argument("--outdir", default=None, help="write results here instead of --workdir")
     args, rest = parser.parse_known_args(argv)
-    config = load_config_file(args.config) if args.config else load_saved_config(args.workdir)
-    return Invocation(parse_overrides(config, rest), args.workdir, getattr(args, "outdir", None))
+    if args.config:
+        config = load_config_file(args.config)
+    else:
+        config = load_saved_config(args.workdir)
+        config.distributed = ml_collections.ConfigDict(DISTRIBUTED_DEFAULTS)
+    config = parse_overrides(config, rest)
+    initialize_distributed(config.get("distributed"))
+    return Invocation(config, args.workdir, getattr(args, "outdir", None))
 
 
 def main_wrapper(main: Callable[[list[str]], None]) -> Callable[[], None]:

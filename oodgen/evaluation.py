@@ -13,10 +13,10 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from oodgen import data, metrics, plots, sharding
+from oodgen import data, ensemble, metrics, plots, sharding
 from oodgen.errors import OodgenError
 from oodgen.models import build_model
-from oodgen.restore import restore_params
+from oodgen.restore import restore_state
 from oodgen.scorers import build_scorer
 from oodgen.training import load_training_data
 from oodgen.validation import check_images
@@ -109,16 +109,23 @@ PIXEL_MAP_EXAMPLES = 4
 
 
 def run_scorers(config: ml_collections.ConfigDict, model, params, eval_sets: dict[str, np.ndarray],
-                fit_images: np.ndarray, mesh) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str], dict]:
+                fit_images: np.ndarray, mesh, train_state=None
+                ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str], dict]:
     """({score name: {dataset: f32[N]}}, {score name: units}, pixel maps) for every scorer in
     config.eval.scorers; pixel maps: {scorer: {dataset: f32[n, H, W]}} of the first few images of each set,
-    from scorers that have them (`pixel_maps`)."""
+    from scorers that have them (`pixel_maps`). Scorers over several parameter sets (`stacked_params`, the
+    `ensemble` scorer) are fitted on the sets they take from the restored `train_state`; the others on `params`."""
     scores: dict[str, dict[str, np.ndarray]] = {}
     units: dict[str, str] = {}
     maps: dict[str, dict[str, np.ndarray]] = {}
     for scorer_name in config.eval.scorers:
         scorer = build_scorer(scorer_name, model, config.eval, mesh)
-        state = scorer.fit(params, fit_images)
+        if hasattr(scorer, "stacked_params"):
+            if train_state is None:
+                raise OodgenError(f"scorer {scorer_name!r} needs the restored train state; pass train_state")
+            state = scorer.fit(scorer.stacked_params(train_state), fit_images)
+        else:
+            state = scorer.fit(params, fit_images)
         if hasattr(scorer, "pixel_maps") and scorer.has_pixel_maps(state):
             maps[scorer_name] = {spec: scorer.pixel_maps(state, images[:PIXEL_MAP_EXAMPLES])
                                  for spec, images in eval_sets.items()}
@@ -128,7 +135,7 @@ def run_scorers(config: ml_collections.ConfigDict, model, params, eval_sets: dic
                     raise OodgenError(f"scorer {scorer_name!r} gave non-finite {score_name!r} scores on {spec!r}; "
                                       "the checkpoint may have diverged")
                 scores.setdefault(score_name, {})[spec] = values
-                units[score_name] = scorer.units
+                units[score_name] = getattr(scorer, "score_units", {}).get(score_name, scorer.units)
     return scores, units, maps
 
 
@@ -160,18 +167,22 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
 
     Outputs go to `outdir` (default: the workdir), so several evaluations of one model can coexist.
     """
+    ensemble.check_eval_config(config)
     mesh = sharding.data_mesh() if mesh is None else mesh
     workdir = Path(workdir)
     outdir = workdir if outdir is None else Path(outdir)
     model = build_model(config.model, tuple(config.data.image_shape))
-    params, step = restore_params(config, workdir, model, mesh)
+    train_state = restore_state(config, workdir, model, mesh)
+    step, members = int(train_state.step), ensemble.settings(config).size
+    params = ensemble.member(train_state.params, 0) if members > 1 else train_state.params  # single-model scorers
     eval_sets = load_eval_sets(config)
     _, fit_images = load_training_data(config)
     in_dist = config.data.test
 
-    scores, units, maps = run_scorers(config, model, params, eval_sets, fit_images, mesh)
+    scores, units, maps = run_scorers(config, model, params, eval_sets, fit_images, mesh, train_state)
     results = compute_metrics(scores, in_dist)
-    report = [f"Checkpoint step {step}. " + markdown_table(results, scores, in_dist)]
+    note = f"Ensemble of {members} members; single-model scores use member 0. " if members > 1 else ""
+    report = [f"Checkpoint step {step}. {note}" + markdown_table(results, scores, in_dist)]
     extra_arrays = {}
     if hasattr(model, "elbo_terms"):
         kls = {spec: kl_per_level(model, params, images, seed=config.eval.seed, batch_size=config.eval.batch_size,
@@ -181,6 +192,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
         report.append(kl_table(results["kl_per_level"]))
     extra_arrays.update({f"pixel_map/{scorer}/{spec}": m for scorer, per_set in maps.items()
                          for spec, m in per_set.items()})
+    if not sharding.is_main_process():  # every process holds every score; only process 0 writes files
+        return results, "\n\n".join(report)
     write_outputs(outdir, scores, results, units, in_dist, extra_arrays)
     for scorer, per_set in maps.items():
         plots.plot_pixel_maps({spec: eval_sets[spec][:PIXEL_MAP_EXAMPLES] for spec in per_set}, per_set,

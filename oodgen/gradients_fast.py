@@ -324,7 +324,10 @@ def _layer_norms(call: LayerCall, params, x: jax.Array, cotangent: jax.Array,
                  kernel_choice: str = "flops") -> dict[str, jax.Array]:
     """Per-example squared gradient norms of the layer's tensors, f32[B] each: {"kernel", "bias", scale}."""
     weight_norm = call.weight_norm is not None
-    kernel = (_timed_choice(call, x, cotangent, weight_norm) if kernel_choice == "timed"
+    # Timings differ between processes, and every process must compile the same program: with several
+    # processes "timed" picks by FLOPs instead.
+    timed = kernel_choice == "timed" and jax.process_count() == 1
+    kernel = (_timed_choice(call, x, cotangent, weight_norm) if timed
               else kernel_choice if kernel_choice in KERNELS[call.kind]
               else _flops_choice(call, x.shape, cotangent.shape))
     norms = {"bias": jnp.sum(jnp.sum(cotangent.reshape(x.shape[0], -1, cotangent.shape[-1]), axis=1) ** 2,

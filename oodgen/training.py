@@ -18,10 +18,10 @@ import ml_collections
 import numpy as np
 import optax
 from flax import struct
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from oodgen import checkpoints, data, likelihoods, sharding
+from oodgen import checkpoints, data, ensemble, likelihoods, sharding, swag
 from oodgen.config import save_config
 from oodgen.errors import OodgenError
 from oodgen.models import build_model
@@ -38,6 +38,12 @@ class TrainState:
     step: jax.Array
     params: chex.ArrayTree
     opt_state: optax.OptState
+
+
+@struct.dataclass
+class SwagTrainState(TrainState):
+    """A TrainState that also carries SWAG statistics of the parameters (when config.swag.enabled)."""
+    swag: swag.SwagState
 
 
 def make_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -70,7 +76,7 @@ def train_step(model, objective: Objective, optimizer: optax.GradientTransformat
     params = optax.apply_updates(state.params, updates)
     metrics = {**aux, "loss": loss, "bits_per_dim": likelihoods.bits_per_dim(aux["neg_elbo"], model.num_dims),
                "grad_norm": optax.tree.norm(grads)}
-    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
 def make_train_step(model, optimizer: optax.GradientTransformation, mesh: Mesh,
@@ -86,6 +92,64 @@ def make_train_step(model, optimizer: optax.GradientTransformation, mesh: Mesh,
         in_shardings=(replicated, sharding.data_sharding(mesh), replicated),
         out_shardings=(replicated, replicated),
         donate_argnums=0)
+
+
+def create_run_state(model, optimizer: optax.GradientTransformation, run: ensemble.EnsembleSettings,
+                     init_key: jax.Array, sample_images: jax.Array) -> TrainState:
+    """Step 0 of a run: one model (`init_key` one key), or `run.size` members stacked [M, ...] (key[M]);
+    a SwagTrainState with empty SWAG statistics when `run.swag` is set."""
+    if not run.stacked:
+        state = create_train_state(model, optimizer, init_key, sample_images)
+    else:
+        params = jax.jit(jax.vmap(lambda key: model.init(key, sample_images)))(init_key)
+        state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                           opt_state=jax.jit(jax.vmap(optimizer.init))(params))
+    if run.swag is None:
+        return state
+    init = functools.partial(swag.init_swag, rank=run.swag.rank)
+    return SwagTrainState(step=state.step, params=state.params, opt_state=state.opt_state,
+                          swag=jax.jit(jax.vmap(init) if run.stacked else init)(state.params))
+
+
+def _member_axes(state: TrainState) -> TrainState:
+    """vmap axes of a stacked state: every leaf along axis 0 except the shared step counter."""
+    return jax.tree.map(lambda _: 0, state).replace(step=None)
+
+
+def make_ensemble_train_step(model, optimizer: optax.GradientTransformation, mesh: Mesh,
+                             objective: Objective | None = None) -> Callable:
+    """`train_step` vmapped over the members of a stacked state, jitted for `mesh` with the state donated.
+
+    (state [M, ...], images uint8 [M, B, H, W, C], keys key[M]) -> (state, metrics averaged over members);
+    member m takes its own batch and keys. Each member's batch is split over `data`.
+    """
+    objective = functools.partial(mean_negative_bound, model) if objective is None else objective
+    step = functools.partial(train_step, model, objective, optimizer)
+
+    def members_step(state: TrainState, images: jax.Array, keys: jax.Array):
+        axes = _member_axes(state)
+        state, metrics = jax.vmap(step, in_axes=(axes, 0, 0), out_axes=(axes, 0))(state, images, keys)
+        return state, jax.tree.map(lambda v: jnp.mean(v, axis=0), metrics)
+
+    replicated = sharding.replicated(mesh)
+    member_batches = NamedSharding(mesh, PartitionSpec(None, sharding.DATA_AXIS))
+    return jax.jit(members_step, in_shardings=(replicated, member_batches, replicated),
+                   out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+def make_swag_collect(mesh: Mesh, stacked: bool) -> Callable[[SwagTrainState], SwagTrainState]:
+    """Jitted state -> state with the current parameters folded into its SWAG statistics (per member)."""
+    fold = jax.vmap(swag.collect) if stacked else swag.collect
+    replicated = sharding.replicated(mesh)
+    return jax.jit(lambda state: state.replace(swag=fold(state.swag, state.params)),
+                   in_shardings=replicated, out_shardings=replicated, donate_argnums=0)
+
+
+def member_batch_indices(step: int, num_examples: int, batch_size: int, seed: int, size: int) -> np.ndarray:
+    """Indices of the batch at `step`: int[B] for one model; int[M, B] for M members, member m's from seed + m."""
+    if size == 1:
+        return batch_indices(step, num_examples, batch_size, seed)
+    return np.stack([batch_indices(step, num_examples, batch_size, seed + m) for m in range(size)])
 
 
 def batch_indices(step: int, num_examples: int, batch_size: int, seed: int) -> np.ndarray:
@@ -131,9 +195,30 @@ def validation_bits_per_dim(model, params: chex.ArrayTree, images: np.ndarray, r
                                       params=params).mean())
 
 
+def members_validation_bits_per_dim(model, params: chex.ArrayTree, images: np.ndarray, rng: jax.Array,
+                                    batch_size: int, mesh: Mesh) -> np.ndarray:
+    """Mean negative ELBO on held-out images of every member of stacked `params`, bits/dim: f32[M].
+
+    All members in one vmapped pass, with the same per-example keys, batch_size // M images a call."""
+    size = jax.tree.leaves(params)[0].shape[0]
+    return sharding.map_batches(functools.partial(_members_nll_bpd, model), images, rng=rng,
+                                batch_size=max(1, batch_size // size), mesh=mesh, params=params).mean(axis=0)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _members_nll_bpd(model, params: chex.ArrayTree, images: jax.Array, keys: jax.Array) -> jax.Array:
+    """Negative ELBO of every member, bits/dim: f32[B, M]."""
+    return jax.vmap(lambda p: negative_log_likelihood_bpd(model, 1, p, images, keys))(params).T
+
+
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
           mesh: Mesh | None = None) -> TrainState:
-    """Trains `config.model` for `config.train.steps`, resuming from the latest checkpoint in workdir."""
+    """Trains `config.model` for `config.train.steps`, resuming from the latest checkpoint in workdir.
+
+    With config.ensemble.size = M > 1, trains M members together (stacked [M, ...], see oodgen.ensemble);
+    with config.swag.enabled, the checkpoints also hold SWAG statistics (oodgen.swag).
+    """
+    run = ensemble.settings(config)
     mesh = sharding.data_mesh() if mesh is None else mesh
     workdir = Path(workdir)
     if config.train.batch_size % mesh.size:
@@ -141,17 +226,19 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
                           f"{mesh.size} devices")
     if config.train.checkpoint_every % config.train.log_every:
         raise OodgenError("config.train.checkpoint_every must be a multiple of config.train.log_every")
+    if (workdir / checkpoints.CHECKPOINT_DIR).is_dir():  # resuming: the same members and SWAG statistics
+        ensemble.check_matches_saved(config, workdir, "resume")
     train_images, val_images = load_training_data(config)
     model = build_model(config.model, tuple(config.data.image_shape))
     optimizer = make_optimizer(config.train)
-    rng = jax.random.key(config.seed)
-    init_key, step_key, val_key = jax.random.split(rng, 3)
+    init_key, step_key, val_key = ensemble.member_keys(config.seed, run.size)   # key[M] each for an ensemble
 
-    workdir.mkdir(parents=True, exist_ok=True)
+    if sharding.is_main_process():  # only process 0 writes files; orbax syncs the processes itself
+        workdir.mkdir(parents=True, exist_ok=True)
     manager = checkpoints.checkpoint_manager(workdir, max_to_keep=config.train.keep_checkpoints)
     best_manager = checkpoints.checkpoint_manager(workdir, best=True)
-    state = create_train_state(model, optimizer, init_key, train_images[:config.train.batch_size])
-    state = jax.device_put(state, sharding.replicated(mesh))
+    state = create_run_state(model, optimizer, run, init_key, train_images[:config.train.batch_size])
+    state = sharding.replicate(state, mesh)
     latest = manager.latest_step()
     if latest is not None and latest > config.train.steps:
         raise OodgenError(f"{workdir} already holds a checkpoint at step {latest}, beyond "
@@ -159,16 +246,22 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
                           f"to go on, or a new --workdir to start again")
     if latest is not None:
         state = checkpoints.restore(manager, state)
-    save_config(config, workdir)
+    if sharding.is_main_process():
+        save_config(config, workdir)
 
-    step_fn = make_train_step(model, optimizer, mesh, make_objective(model, config.train))
+    step_fn = (make_ensemble_train_step if run.stacked else make_train_step)(
+        model, optimizer, mesh, make_objective(model, config.train))
+    collect_fn = None if run.swag is None else make_swag_collect(mesh, run.stacked)
     start = int(state.step)
     history: list[dict] = []
-    with open(workdir / METRICS_FILE, "a") as log, \
-         tqdm(total=config.train.steps, initial=start, desc="train", unit="step") as progress:
+    with open(workdir / METRICS_FILE if sharding.is_main_process() else os.devnull, "a") as log, \
+         tqdm(total=config.train.steps, initial=start, desc="train", unit="step",
+              disable=not sharding.is_main_process()) as progress:
         for step in range(start, config.train.steps):
-            idx = batch_indices(step, train_images.shape[0], config.train.batch_size, config.seed)
-            state, metrics = step_fn(state, train_images[idx], step_key)
+            idx = member_batch_indices(step, train_images.shape[0], config.train.batch_size, config.seed, run.size)
+            state, metrics = step_fn(state, sharding.shard_batch(train_images, idx, mesh), step_key)
+            if run.swag is not None and run.swag.collects_after(step + 1):
+                state = collect_fn(state)
             history.append(metrics)
             progress.update(1)
             done = step + 1
@@ -178,8 +271,14 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
                 summary = {"step": done, **{k: float(np.mean([m[k] for m in history])) for k in history[0]}}
                 if done % config.train.checkpoint_every == 0 or done == config.train.steps:
                     checkpoints.save(manager, done, state)
-                    summary[checkpoints.BEST_METRIC] = validation_bits_per_dim(
-                        model, state.params, val_images, val_key, config.eval.batch_size, mesh)
+                    if run.stacked:  # the best checkpoint is the one with the lowest mean over members
+                        members_bpd = members_validation_bits_per_dim(
+                            model, state.params, val_images, val_key, config.eval.batch_size, mesh)
+                        summary[checkpoints.BEST_METRIC] = float(members_bpd.mean())
+                        summary["val_bits_per_dim_members"] = members_bpd.tolist()
+                    else:
+                        summary[checkpoints.BEST_METRIC] = validation_bits_per_dim(
+                            model, state.params, val_images, val_key, config.eval.batch_size, mesh)
                     checkpoints.save(best_manager, done, state, {checkpoints.BEST_METRIC: summary[checkpoints.BEST_METRIC]})
                 progress.set_postfix(bpd=f"{summary['bits_per_dim']:.3f}")
                 log.write(json.dumps(summary) + "\n")

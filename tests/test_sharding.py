@@ -8,7 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs.vae_fashion_mnist import get_config
 from oodgen import sharding
+from oodgen.errors import OodgenError
+from oodgen.scorers import SCORERS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,22 +45,118 @@ def test_example_keys_depend_only_on_the_index():
     assert jnp.array_equal(jax.random.key_data(keys[7]), jax.random.key_data(alone[0]))
 
 
-def _run_worker(tmp_path: Path, devices: int) -> dict:
+def test_map_batches_rounds_the_batch_to_whole_blocks_and_checks_them():
+    images = np.arange(12, dtype=np.uint8)[:, None]
+    calls = []
+
+    def fn(params, x, keys):  # each row: the sum of its block of 3
+        calls.append(x.shape[0])
+        sums = x[:, 0].astype(jnp.float32).reshape(-1, 3).sum(axis=1)
+        return jnp.repeat(sums, 3)
+
+    out = sharding.map_batches(fn, images, rng=jax.random.key(0), batch_size=4, block=3)
+    np.testing.assert_array_equal(out, np.repeat(images[:, 0].reshape(-1, 3).sum(axis=1), 3))
+    assert calls == [6]  # 4 rounded up to whole blocks
+    with pytest.raises(ValueError, match="blocks of 5"):
+        sharding.map_batches(fn, images, rng=jax.random.key(0), batch_size=4, block=5)
+
+
+@pytest.mark.parametrize("indices", [np.array([5, 0, 3, 3]), np.array([[1, 2, 3, 4], [9, 8, 7, 6]])])
+def test_shard_batch_is_the_indexed_batch_split_over_data(indices):
+    images = np.random.default_rng(0).integers(0, 256, (10, 2, 2, 1)).astype(np.uint8)
+    mesh = sharding.data_mesh()
+    batch = sharding.shard_batch(images, indices, mesh)
+    np.testing.assert_array_equal(np.asarray(batch), images[indices])
+    assert batch.sharding.spec[indices.ndim - 1] == sharding.DATA_AXIS
+    assert sharding.process_rows(indices.shape[-1], mesh) == slice(0, indices.shape[-1])  # one process: all rows
+
+
+def test_replicate_puts_host_and_device_values_on_every_device():
+    mesh = sharding.data_mesh()
+    tree = {"a": np.arange(3.0), "b": jnp.ones((2, 2)), "step": jnp.int32(4)}
+    out = sharding.replicate(tree, mesh)
+    for key, value in out.items():
+        assert value.sharding.is_equivalent_to(sharding.replicated(mesh), value.ndim), key
+        np.testing.assert_array_equal(np.asarray(value), np.asarray(tree[key]))
+    assert sharding.replicate(out, mesh)["b"] is out["b"]  # already placed: kept
+
+
+def test_distributed_settings_come_from_the_config_and_the_environment_wins():
+    config = {"coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 0}
+    assert sharding.distributed_settings(config, environ={}) == config
+    env = {"OODGEN_PROCESS_ID": "3", "OODGEN_NUM_PROCESSES": "", "OODGEN_COORDINATOR_ADDRESS": " host:99 "}
+    assert sharding.distributed_settings(config, environ=env) == {
+        "coordinator_address": "host:99", "num_processes": 4, "process_id": 3}
+    assert sharding.distributed_settings(None, environ={}) == sharding.DISTRIBUTED_DEFAULTS
+    with pytest.raises(OodgenError, match="OODGEN_PROCESS_ID"):
+        sharding.distributed_settings(config, environ={"OODGEN_PROCESS_ID": "one"})
+    with pytest.raises(OodgenError, match="unknown key"):
+        sharding.distributed_settings({"coordinator": "x:1"}, environ={})
+
+
+@pytest.mark.parametrize("settings,match", [
+    ({"num_processes": 2, "process_id": 1}, "no coordinator address"),
+    ({"coordinator_address": "10.0.0.1", "num_processes": 2}, "must be HOST:PORT"),
+    ({"coordinator_address": "10.0.0.1:1234", "num_processes": 2, "process_id": 2}, "process_id=2 must be in"),
+])
+def test_bad_distributed_settings_are_one_line_errors(settings, match, monkeypatch):
+    for var in sharding.DISTRIBUTED_ENV.values():
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(OodgenError, match=match) as info:
+        sharding.initialize_distributed(settings)
+    assert "\n" not in str(info.value)
+    assert not jax.distributed.is_initialized()
+
+
+def test_nothing_configured_means_a_single_process(monkeypatch):
+    for var in sharding.DISTRIBUTED_ENV.values():
+        monkeypatch.delenv(var, raising=False)
+    assert sharding.initialize_distributed(get_config("tiny").distributed) is False
+    assert not jax.distributed.is_initialized() and jax.process_count() == 1
+
+
+def _start_worker(tmp_path: Path, devices: int) -> tuple[subprocess.Popen, Path]:
     out = tmp_path / f"devices{devices}.npz"
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-           "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
-    subprocess.run([sys.executable, str(ROOT / "tests" / "multidevice_worker.py"), str(out)],
-                   check=True, env=env, cwd=ROOT, timeout=300)
-    return dict(np.load(out))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OODGEN_")}
+    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
+               PYTHONPATH=str(ROOT))
+    process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "multidevice_worker.py"), str(out)],
+                               env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return process, out
+
+
+def _results(workers: list[tuple[subprocess.Popen, Path]]) -> list[dict]:
+    try:
+        logs = [process.communicate(timeout=300)[0] for process, _ in workers]
+    finally:
+        for process, _ in workers:
+            if process.poll() is None:
+                process.kill()
+    for (process, _), log in zip(workers, logs):
+        assert process.returncode == 0, f"worker exited {process.returncode}:\n{log[-3000:]}"
+    return [dict(np.load(out)) for _, out in workers]
 
 
 def test_eight_devices_agree_with_one(tmp_path):
-    one, eight = _run_worker(tmp_path, 1), _run_worker(tmp_path, 8)
+    """Every registered scorer, map_batches' order and a training step: 8 simulated CPU devices against an
+    independent 1-device run (batches of 4 there, 8 here; 13 images, so the last batch is ragged)."""
+    one, eight = _results([_start_worker(tmp_path, 1), _start_worker(tmp_path, 8)])
     assert int(one["device_count"]) == 1 and int(eight["device_count"]) == 8
+    assert sorted(one["covered"]) == sorted(SCORERS), "tests/multidevice_worker.py must run every registered scorer"
     np.testing.assert_array_equal(one["order"], np.arange(37))
     np.testing.assert_array_equal(eight["order"], np.arange(37))
-    assert one["scores"].shape == (37,)
-    np.testing.assert_allclose(eight["scores"], one["scores"], rtol=1e-5)
+
+    score_keys = sorted(k for k in one if k.startswith("score/"))
+    assert score_keys == sorted(k for k in eight if k.startswith("score/"))
+    for scorer in SCORERS:
+        assert any(k.startswith(f"score/{scorer}/") for k in score_keys), scorer
+    for key in score_keys:
+        if one[key].ndim:
+            assert one[key].shape[0] in (2, 13), key  # typicality's (h_hat, threshold), else one row per image
+        assert np.all(np.isfinite(one[key])), key
+        np.testing.assert_allclose(eight[key], one[key], rtol=2e-5, atol=2e-5, err_msg=key)
+    assert np.ptp(one["score/likelihood_regret/likelihood_regret"]) > 1e-3  # the encoder fit really moved
+
     np.testing.assert_allclose(eight["loss"], one["loss"], rtol=1e-5)
     assert float(one["moved"]) > 1e-4  # the step really changed the parameters
     param_keys = [k for k in one if k.startswith("param/")]

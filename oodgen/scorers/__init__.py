@@ -6,7 +6,9 @@ from jax.sharding import Mesh
 from oodgen.errors import OodgenError
 from oodgen.scorers.base import Scorer
 from oodgen.scorers.complexity import InputComplexityScorer
+from oodgen.scorers.composed import ComposedScorer
 from oodgen.scorers.diffusion import DDPMReconstructionScorer
+from oodgen.scorers.ensemble import EnsembleScorer
 from oodgen.scorers.gradients import GradientNormScorer
 from oodgen.scorers.hierarchical import HierarchicalLLRScorer
 from oodgen.scorers.likelihood import LikelihoodScorer
@@ -26,6 +28,8 @@ SCORERS = {
     "local_ratio": LocalRatioScorer,
     "msma": MSMAScorer,
     "ddpm_reconstruction": DDPMReconstructionScorer,
+    "ensemble": EnsembleScorer,
+    "composed": ComposedScorer,
 }
 
 
@@ -39,6 +43,8 @@ def build_scorer(name: str, model, eval_config: ml_collections.ConfigDict, mesh:
     if name not in SCORERS:
         raise OodgenError(f"unknown scorer {name!r} in config.eval.scorers; choose from {sorted(SCORERS)}")
     extra = dict(eval_config.get(name, None) or {}) if eval_config is not None else {}
+    if getattr(SCORERS[name], "takes_eval_config", False):  # built from other scorers' settings (composed)
+        extra["eval_config"] = eval_config
     try:
         return SCORERS[name](model=model, num_samples=eval_config.num_samples, batch_size=eval_config.batch_size,
                              seed=eval_config.seed, mesh=mesh, **extra)

@@ -16,7 +16,7 @@ import numpy as np
 
 from oodgen import density, sharding
 from oodgen.errors import OodgenError
-from oodgen.gradients import group_grad_sq_norms, tensor_sizes
+from oodgen.gradients import group_grad_sq_norms, tensor_names, tensor_sizes
 from oodgen.gradients_fast import KERNEL_CHOICES, KERNELS, fast_grad_sq_norms
 from oodgen.scorers.base import ModelScorer
 from oodgen.validation import check_images
@@ -77,7 +77,11 @@ class GradientNormScorer(ModelScorer):
                                self.kernel)
         return sharding.map_batches(fn, _complete_last_group(images, self.group_size),
                                     rng=jax.random.key(self.seed), batch_size=self.batch_size, mesh=self.mesh,
-                                    desc=self.name, params=params)[:images.shape[0]]
+                                    desc=self.name, params=params, block=self.group_size)[:images.shape[0]]
+
+    def feature_names(self, params: chex.ArrayTree) -> tuple[str, ...]:
+        """Column names of `features`: the '/'-joined path of each parameter tensor."""
+        return tuple(tensor_names(params))
 
     def fit(self, params: chex.ArrayTree, in_dist: np.ndarray) -> GradientFitState:
         """Fits every density on the gradient features of held-out in-distribution images (one row per group)."""

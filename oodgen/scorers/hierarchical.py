@@ -29,6 +29,13 @@ def bounds_and_elbos(model, num_samples: int, params: chex.ArrayTree, images: ja
     return jnp.concatenate([iw, log_w.mean(axis=-1)], axis=0).T
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def kl_terms(model, num_samples: int, params: chex.ArrayTree, images: jax.Array, keys: jax.Array) -> jax.Array:
+    """Analytic KL(q(z_i|.) || p(z_i|z_>i)) of every level, one posterior sample (`elbo_terms`): f32[B, L], nats."""
+    del num_samples
+    return model.elbo_terms(params, images, keys)[1].T
+
+
 @dataclasses.dataclass(frozen=True)
 class HierarchicalLLRScorer(ModelScorer):
     """LLR^{>k} of a hierarchical model (anything with `bounds`); `score` uses `k`, default L - 1."""
@@ -46,6 +53,20 @@ class HierarchicalLLRScorer(ModelScorer):
     def features(self, state: chex.ArrayTree, images: np.ndarray) -> np.ndarray:
         """L^{>k} for every k = 0 .. L-1 (column k), in nats: f32[N, L]."""
         return self.map_model(bounds_and_elbos, state, images)[:, :self.model.num_levels]
+
+    def feature_names(self, state: chex.ArrayTree) -> tuple[str, ...]:
+        """Column names of `features`: bound_k0 (= L) .. bound_k<L-1>."""
+        del state
+        return tuple(f"bound_k{k}" for k in range(self.model.num_levels))
+
+    def kl_features(self, state: chex.ArrayTree, images: np.ndarray) -> np.ndarray:
+        """KL of every latent level (column i: z_{i+1}, bottom first), one posterior sample, nats: f32[N, L]."""
+        return self.map_model(kl_terms, state, images)
+
+    def kl_feature_names(self, state: chex.ArrayTree) -> tuple[str, ...]:
+        """Column names of `kl_features`: z1 (closest to the pixels) .. zL."""
+        del state
+        return tuple(f"z{i + 1}" for i in range(self.model.num_levels))
 
     def score_all(self, state: chex.ArrayTree, images: np.ndarray) -> dict[str, np.ndarray]:
         """In bits/dim, for k = 1 .. L-1: {"log_likelihood": −L, "neg_elbo": −ELBO (same samples),

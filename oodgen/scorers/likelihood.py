@@ -21,3 +21,12 @@ class LikelihoodScorer(ModelScorer):
     def score(self, state: chex.ArrayTree, images: np.ndarray) -> np.ndarray:
         """uint8 [N, H, W, C] -> f32[N]: negative log-likelihood bound in bits/dim."""
         return self.map_model(negative_log_likelihood_bpd, state, images)
+
+    def features(self, state: chex.ArrayTree, images: np.ndarray) -> np.ndarray:
+        """The score as one feature: negative log-likelihood bound in bits/dim, f32[N, 1]."""
+        return self.score(state, images)[:, None]
+
+    def feature_names(self, state: chex.ArrayTree) -> tuple[str, ...]:
+        """("nll_bpd",)."""
+        del state
+        return ("nll_bpd",)

@@ -49,6 +49,11 @@ class MSMAScorer(ModelScorer):
         """f32[N, L]: the score norm at each noise level (`model.sigmas`, largest first)."""
         return self.map_model(msma_features, params, images)
 
+    def feature_names(self, params: chex.ArrayTree) -> tuple[str, ...]:
+        """Column names of `features`: sigma_<σ_i>, largest σ first."""
+        del params
+        return tuple(f"sigma_{float(s):.4g}" for s in np.asarray(self.model.sigmas))
+
     def fit(self, params: chex.ArrayTree, in_dist: np.ndarray) -> MSMAFitState:
         """Fits each auxiliary model on the features of held-out in-distribution images."""
         features = self.features(params, in_dist)

@@ -1,0 +1,206 @@
+"""The whole benchmark table: every scorer on every model it applies to, Fashion-MNIST in, every OOD set
+available offline (MNIST, letters, noise, constant, flips, inversion).
+
+  python -m bench.run_all --quick     # small budgets, about 15-20 min on 2 CPU cores
+  python -m bench.run_all             # the configs' own budgets (hours on a CPU; see BENCHMARKS.md)
+
+Each model is trained into `<runs>/<entry>` unless a checkpoint there already has its steps (train.py
+resumes a partial one). Each (model, scorer) pair is evaluated into `<runs>/<entry>/bench/<scorer>` and
+skipped when its metrics.json is there, so an interrupted run resumes where it stopped. The table
+(AUROC with a bootstrap 95% interval, AUPRC-in, AUPRC-out, FPR@95, published numbers beside ours where
+a paper has the same pair) goes into BENCHMARKS.md, and an AUROC heat map into bench/figures/.
+"""
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bench.runner import machine_description, write_section  # noqa: E402
+from oodgen import checkpoints  # noqa: E402
+from oodgen.config import load_config_file, parse_overrides  # noqa: E402
+from oodgen.evaluation import METRICS_FILE, evaluate  # noqa: E402
+from oodgen.training import train  # noqa: E402
+
+FIGURES = Path(__file__).resolve().parent / "figures"
+
+# Quick mode: a few hundred steps per model, 200 images per set, fewer regret / sampler steps.
+QUICK_EVAL = ("--config.eval.max_examples=200", "--config.data.num_validation=1000",
+              "--config.eval.likelihood_regret.num_steps=10")
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One trained model and the scorers that apply to it."""
+    name: str                          # the workdir under --runs, and the table's model column
+    config: str                        # configs/<file>.py[:variant]
+    scorers: tuple[str, ...]           # evaluated one at a time (the unit of resumption)
+    overrides: tuple[str, ...] = ()    # for both modes
+    quick: tuple[str, ...] = ()        # quick mode only
+    references: tuple[tuple[str, str], ...] = ()   # (config.eval.<scorer>.workdir, entry whose workdir it is)
+
+
+ENTRIES = (
+    Entry("vae", "configs/vae_fashion_mnist.py",
+          ("log_likelihood", "typicality", "grad_norms", "likelihood_regret", "input_complexity"),
+          quick=("--config.train.steps=600",)),
+    Entry("hvae", "configs/hvae_fashion_mnist.py",
+          ("log_likelihood", "hvae_llr", "typicality", "grad_norms", "input_complexity"),
+          quick=("--config.train.steps=400",)),
+    Entry("pixelcnn_background", "configs/pixelcnn_fashion_mnist.py:background", (),
+          quick=("--config.train.steps=150",)),
+    Entry("pixelcnn_local", "configs/pixelcnn_fashion_mnist.py:local", (),
+          quick=("--config.train.steps=300",)),
+    Entry("pixelcnn", "configs/pixelcnn_fashion_mnist.py",
+          ("log_likelihood", "typicality", "input_complexity", "background_ratio", "local_ratio"),
+          quick=("--config.train.steps=200",),
+          references=(("background_ratio", "pixelcnn_background"), ("local_ratio", "pixelcnn_local"))),
+    Entry("glow_background", "configs/glow_fashion_mnist.py:background", (),
+          quick=("--config.train.steps=200",)),
+    Entry("glow", "configs/glow_fashion_mnist.py",
+          ("log_likelihood", "typicality", "input_complexity", "background_ratio"),
+          quick=("--config.train.steps=300",), references=(("background_ratio", "glow_background"),)),
+    Entry("score_net", "configs/score_net_fashion_mnist.py", ("msma",),
+          quick=("--config.train.steps=400",)),
+    Entry("ddpm", "configs/ddpm_fashion_mnist.py", ("ddpm_reconstruction",),
+          quick=("--config.train.steps=400", "--config.eval.max_examples=100",
+                 "--config.eval.ddpm_reconstruction.num_sampling_steps=20")),
+)
+
+# Published AUROCs for the same (score, OOD set) with Fashion-MNIST in, from ../shared/METHODS.md.
+PUBLISHED = {
+    ("llr_k2", "mnist"): "0.96–0.98 (Havtorn et al. 2021, LLR^{>2}, 1000 GPU epochs)",
+    ("ensemble_ll_std", "mnist"): "≈ 0.996 (Glazunov & Zarras 2022, BBB/SGHMC VAEs)",
+}
+
+
+def entry_config(entry: Entry, runs: Path, quick: bool):
+    overrides = list(entry.overrides) + (list(QUICK_EVAL) + list(entry.quick) if quick else [])
+    overrides += [f"--config.eval.{scorer}.workdir={runs / ref}" for scorer, ref in entry.references]
+    return parse_overrides(load_config_file(entry.config), overrides)
+
+
+def trained(config, workdir: Path) -> bool:
+    if not workdir.exists():
+        return False
+    manager = checkpoints.checkpoint_manager(workdir, read_only=True)
+    latest = manager.latest_step()
+    manager.close()
+    return latest is not None and latest >= config.train.steps
+
+
+def run(entries: tuple[Entry, ...], runs: Path, quick: bool) -> dict[str, float]:
+    """Trains and evaluates what is missing; returns seconds spent per entry."""
+    seconds = {}
+    for entry in entries:
+        start = time.perf_counter()
+        config = entry_config(entry, runs, quick)
+        workdir = runs / entry.name
+        if not trained(config, workdir):
+            print(f"[run_all] training {entry.name} ({config.train.steps} steps)", flush=True)
+            train(config, workdir)
+        for scorer in entry.scorers:
+            outdir = workdir / "bench" / scorer
+            if (outdir / METRICS_FILE).exists():
+                continue
+            print(f"[run_all] evaluating {entry.name} / {scorer}", flush=True)
+            single = config.copy_and_resolve_references()
+            single.eval.scorers = [scorer]
+            evaluate(single, workdir, outdir=outdir)
+        seconds[entry.name] = time.perf_counter() - start
+    return seconds
+
+
+def collect(entries: tuple[Entry, ...], runs: Path) -> list[dict]:
+    """One row per (model, score, OOD set) from every evaluated outdir."""
+    rows = []
+    for entry in entries:
+        for scorer in entry.scorers:
+            path = runs / entry.name / "bench" / scorer / METRICS_FILE
+            if not path.exists():
+                continue
+            for score, per_set in json.loads(path.read_text()).items():
+                if score == "kl_per_level":
+                    continue
+                for ood, m in per_set.items():
+                    rows.append(dict(model=entry.name, score=score, ood=ood, **m))
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| model | score | OOD set | AUROC [95% CI] | AUPRC-in | AUPRC-out | FPR@95 | published AUROC |",
+             "|---|---|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lo, hi = r["auroc_ci95"]
+        published = PUBLISHED.get((r["score"], r["ood"].split(":")[0]), "")
+        lines.append(f"| {r['model']} | {r['score']} | {r['ood']} | {r['auroc']:.3f} [{lo:.3f}, {hi:.3f}] | "
+                     f"{r['auprc_in']:.3f} | {r['auprc_out']:.3f} | {r['fpr95']:.3f} | {published} |")
+    return "\n".join(lines)
+
+
+def plot_summary(rows: list[dict], path: Path, title: str) -> None:
+    """AUROC heat map: one row per (model, score), one column per OOD set."""
+    labels = list(dict.fromkeys(f"{r['model']} / {r['score']}" for r in rows))
+    sets = list(dict.fromkeys(r["ood"] for r in rows))
+    grid = np.full((len(labels), len(sets)), np.nan)
+    for r in rows:
+        grid[labels.index(f"{r['model']} / {r['score']}"), sets.index(r["ood"])] = r["auroc"]
+    fig, ax = plt.subplots(figsize=(1.2 * len(sets) + 4, 0.28 * len(labels) + 1.5))
+    image = ax.imshow(grid, cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(sets)), [s.replace("fashion_mnist:test+", "") for s in sets], rotation=30, ha="right")
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    for i, j in np.ndindex(grid.shape):
+        if np.isfinite(grid[i, j]):
+            ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=6)
+    fig.colorbar(image, ax=ax, label="AUROC (Fashion-MNIST in)")
+    ax.set_title(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small budgets: about 15-20 min on 2 CPU cores")
+    parser.add_argument("--runs", default=None, help="workdir root (default: runs/bench_quick or runs/bench)")
+    parser.add_argument("--only", default="", help="comma-separated entry names (default: all)")
+    parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    args = parser.parse_args()
+    runs = Path(args.runs or ("runs/bench_quick" if args.quick else "runs/bench"))
+    names = [n for n in args.only.split(",") if n]
+    unknown = set(names) - {e.name for e in ENTRIES}
+    if unknown:
+        parser.error(f"unknown entries {sorted(unknown)}; choose from {[e.name for e in ENTRIES]}")
+    entries = tuple(e for e in ENTRIES if not names or e.name in names)
+
+    start = time.perf_counter()
+    seconds = run(entries, runs, args.quick)
+    total = time.perf_counter() - start
+    rows = collect(entries, runs)
+    mode = "quick" if args.quick else "full"
+    figure = FIGURES / f"run_all_{mode}.png"
+    plot_summary(rows, figure, f"oodgen benchmark table ({mode})")
+    command = f"python -m bench.run_all{' --quick' if args.quick else ''}"
+    timing = ", ".join(f"{name} {s / 60:.1f}" for name, s in seconds.items())
+    body = "\n".join([
+        f"### The benchmark table ({mode} budgets)", "",
+        f"Machine: {machine_description()}. Command: `{command}` (workdirs under `{runs}`). "
+        f"This run took {total / 60:.1f} min (minutes per entry, 0 where already done: {timing}). "
+        f"Fashion-MNIST in; budgets: the `ENTRIES` table of bench/run_all.py. AUROC heat map: "
+        f"[bench/figures/{figure.name}](bench/figures/{figure.name}).", "",
+        markdown(rows)])
+    print(body)
+    if not args.no_write:
+        write_section(f"run_all_{mode}", body)
+
+
+if __name__ == "__main__":
+    main()
