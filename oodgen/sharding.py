@@ -120,13 +120,16 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Places every array leaf of `tree` whole on every device of `mesh` (all processes).
 
-    Leaves already replicated over `mesh` are kept; host values must be the same on every process
-    (e.g. parameters initialised from the same seed). Works with one process or many.
+    Leaves already replicated over `mesh` by a NamedSharding are kept; the rest are placed, even when
+    their sharding is equivalent (one device), so that a jitted step sees the sharding it returns and
+    compiles once. Host values must be the same on every process (e.g. parameters initialised from the
+    same seed). Works with one process or many.
     """
     target = replicated(mesh)
 
     def put(x):
-        if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(target, x.ndim):
+        if (isinstance(x, jax.Array) and isinstance(x.sharding, NamedSharding) and x.sharding.mesh == mesh
+                and x.sharding.is_equivalent_to(target, x.ndim)):
             return x
         if jax.process_count() == 1:
             return jax.device_put(x, target)

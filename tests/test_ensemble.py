@@ -89,12 +89,13 @@ def test_swag_samples_have_the_closed_form_mean_and_covariance(num_iterates):
 # --- the ensemble scores ----------------------------------------------------------------------------------
 
 def _numpy_scores(log_p: np.ndarray) -> dict[str, np.ndarray]:
-    """log p [M, N] (float64) -> the four scores, from their definitions."""
+    """log p [M, N] (float64) -> the five scores, from their definitions."""
     mean, var = log_p.mean(axis=0), log_p.var(axis=0)
     p = np.exp(log_p - log_p.max(axis=0))
     w = p / p.sum(axis=0)
     return {"ensemble_waic": -(mean - var), "ensemble_ll_std": np.sqrt(var), "ensemble_expected_ll": -mean,
-            "ensemble_disagreement": -1.0 / np.square(w).sum(axis=0)}
+            "ensemble_disagreement": -1.0 / np.square(w).sum(axis=0),
+            "ensemble_entropy": np.sum(w * np.log(w), axis=0)}
 
 
 def test_score_formulas_equal_numpy_at_large_log_likelihoods():
@@ -103,6 +104,9 @@ def test_score_formulas_equal_numpy_at_large_log_likelihoods():
     for i, (name, expected) in enumerate(_numpy_scores(log_p).items()):
         np.testing.assert_allclose(got[:, i], expected, rtol=1e-5, atol=2e-3, err_msg=name)
     assert np.all((got[:, 3] >= -5 - 1e-5) & (got[:, 3] <= -1 + 1e-5))
+    assert np.all((got[:, 4] >= -np.log(5) - 1e-5) & (got[:, 4] <= 1e-5))
+    agree = np.asarray(ensemble_scores(jnp.full((1, 5), -3.0)))[0]          # equal members: D = M, H = log M
+    np.testing.assert_allclose(agree[3:], [-5.0, -np.log(5.0)], rtol=1e-6)
 
 
 def test_ensemble_scores_equal_numpy_on_each_members_log_prob_in_a_loop():

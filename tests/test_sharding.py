@@ -81,6 +81,20 @@ def test_replicate_puts_host_and_device_values_on_every_device():
     assert sharding.replicate(out, mesh)["b"] is out["b"]  # already placed: kept
 
 
+def test_a_replicated_state_compiles_a_jitted_step_once():
+    # A freshly initialised array's single-device sharding is equivalent to the mesh's replicated one
+    # but is a different cache key: replicate must place it so the step's output feeds it back unchanged.
+    mesh = sharding.data_mesh()
+    target = sharding.replicated(mesh)
+    step = jax.jit(lambda state: jax.tree.map(lambda x: x + 1, state), in_shardings=target,
+                   out_shardings=target, donate_argnums=0)
+    state = sharding.replicate({"w": jnp.zeros((3, 2)), "step": jnp.int32(0)}, mesh)
+    for _ in range(3):
+        state = step(state)
+    assert step._cache_size() == 1
+    np.testing.assert_array_equal(np.asarray(state["w"]), np.full((3, 2), 3.0))
+
+
 def test_distributed_settings_come_from_the_config_and_the_environment_wins():
     config = {"coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 0}
     assert sharding.distributed_settings(config, environ={}) == config

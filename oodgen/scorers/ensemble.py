@@ -8,11 +8,14 @@ per-example keys for every member), moments over members with divisor M (populat
   ensemble_ll_std       std_m l_m                      members disagree on OOD data
   ensemble_expected_ll  −mean_m l_m                    the expected log-likelihood, sign flipped
   ensemble_disagreement −1 / Σ_m w_m²,  w_m = p_m(x) / Σ_j p_j(x)
+  ensemble_entropy      Σ_m w_m log w_m                minus the entropy of the likelihoods, in nats
 
 The disagreement score D(x) = 1 / Σ_m w_m² is the effective sample size of the normalised likelihood
 weights (Daxberger & Hernández-Lobato 2019, used by Glazunov & Zarras 2022): M when all members give x
 the same likelihood, 1 when one member dominates; low D = OOD there, so the score is −D, in [−M, −1].
 It is computed in log space: log w_m = l_m − logsumexp_j l_j, D = exp(−logsumexp_m 2 log w_m).
+The entropy of the likelihoods H(x) = −Σ_m w_m log w_m (METHODS.md, "entropy of the likelihoods") is
+log M when the members agree and 0 when one dominates: its score is −H, in [−log M, 0].
 
 All members are scored in one vmapped pass. The parameters come from ensemble members
 (config.eval.ensemble.source = "members") or from `num_swag_samples` SWAG draws per member ("swag").
@@ -31,16 +34,18 @@ from oodgen import ensemble, swag
 from oodgen.errors import OodgenError
 from oodgen.scorers.base import ModelScorer
 
-SCORE_NAMES = ("ensemble_waic", "ensemble_ll_std", "ensemble_expected_ll", "ensemble_disagreement")
+SCORE_NAMES = ("ensemble_waic", "ensemble_ll_std", "ensemble_expected_ll", "ensemble_disagreement",
+               "ensemble_entropy")
 
 
 def ensemble_scores(log_p: jax.Array) -> jax.Array:
-    """log p_m(x) f32[B, M] (nats) -> f32[B, 4]: the scores of SCORE_NAMES, in that order."""
+    """log p_m(x) f32[B, M] (nats) -> f32[B, 5]: the scores of SCORE_NAMES, in that order."""
     mean = jnp.mean(log_p, axis=-1)
     var = jnp.mean(jnp.square(log_p - mean[..., None]), axis=-1)
     log_w = log_p - jax.nn.logsumexp(log_p, axis=-1, keepdims=True)
     effective_size = jnp.exp(-jax.nn.logsumexp(2.0 * log_w, axis=-1))
-    return jnp.stack([-(mean - var), jnp.sqrt(var), -mean, -effective_size], axis=-1)
+    negative_entropy = jnp.sum(jnp.exp(log_w) * log_w, axis=-1)
+    return jnp.stack([-(mean - var), jnp.sqrt(var), -mean, -effective_size, negative_entropy], axis=-1)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -57,10 +62,11 @@ def _scores(model, num_samples: int, params: chex.ArrayTree, images: jax.Array, 
 
 @dataclasses.dataclass(frozen=True)
 class EnsembleScorer(ModelScorer):
-    """WAIC, LL standard deviation, expected LL and disagreement over stacked parameters [M, ...] (M ≥ 2).
+    """WAIC, LL standard deviation, expected LL, disagreement and likelihood entropy over stacked
+    parameters [M, ...] (M ≥ 2).
 
     `fit(stacked params, in_dist)`; in `evaluate.py` the stack comes from `stacked_params(train state)`.
-    `score` is ensemble_waic; `score_all` gives all four. Each call scores batch_size // M images (at least
+    `score` is ensemble_waic; `score_all` gives all five. Each call scores batch_size // M images (at least
     one), so memory stays about that of one model's batch.
     """
     source: str = "members"          # "members" (an ensemble) or "swag" (samples of each member's SWAG)
@@ -70,7 +76,8 @@ class EnsembleScorer(ModelScorer):
     score_units: ClassVar[dict[str, str]] = {
         "ensemble_waic": "−WAIC (nats)", "ensemble_ll_std": "std of log-likelihood (nats)",
         "ensemble_expected_ll": "−mean log-likelihood (nats)",
-        "ensemble_disagreement": "−effective number of members"}
+        "ensemble_disagreement": "−effective number of members",
+        "ensemble_entropy": "−entropy of the normalised likelihoods (nats)"}
 
     def __post_init__(self):
         if self.source not in ensemble.SOURCES:
@@ -109,7 +116,7 @@ class EnsembleScorer(ModelScorer):
         return params
 
     def score_all(self, state: chex.ArrayTree, images: np.ndarray) -> dict[str, np.ndarray]:
-        """uint8 [N, H, W, C] -> {name: f32[N]} for the four SCORE_NAMES, higher = more OOD."""
+        """uint8 [N, H, W, C] -> {name: f32[N]} for the five SCORE_NAMES, higher = more OOD."""
         size = jax.tree.leaves(state)[0].shape[0]
         scorer = dataclasses.replace(self, batch_size=max(1, self.batch_size // size))
         values = scorer.map_model(_scores, state, images)
