@@ -15,6 +15,7 @@ import ml_collections
 
 from configs import ddpm_fashion_mnist
 from configs.exact_likelihood import parse_variant, use_cifar10
+from configs.score_net_cifar10 import use_cifar10_unet
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -22,11 +23,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config = ddpm_fashion_mnist.get_config(variant)
     config = use_cifar10(config, "tiny" in flags)
     if "tiny" not in flags:
-        config.model.num_filters = 128
-        config.train.steps = 300_000
-        config.train.batch_size = 128
-        config.train.learning_rate = 2e-4
-        config.train.warmup_steps = 1000
+        config = use_cifar10_unet(config, steps=300_000)
         config.eval.ddpm_reconstruction.start_every = 16
         config.eval.max_examples = 2000
     return config

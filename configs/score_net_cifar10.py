@@ -17,13 +17,17 @@ from configs import score_net_fashion_mnist
 from configs.exact_likelihood import parse_variant, use_cifar10
 
 
+def use_cifar10_unet(config: ml_collections.ConfigDict, steps: int) -> ml_collections.ConfigDict:
+    """The CIFAR-10 U-Net recipe shared with configs/ddpm_cifar10.py: 128 filters, `steps` of batch 128
+    at Adam 2e-4 after 1000 warm-up steps."""
+    config.model.num_filters = 128
+    config.train.update(steps=steps, batch_size=128, learning_rate=2e-4, warmup_steps=1000)
+    return config
+
+
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     flags = parse_variant(variant, score_net_fashion_mnist.VARIANTS)
     config = score_net_fashion_mnist.get_config(variant)
     if "tiny" not in flags:
-        config.model.num_filters = 128
-        config.train.steps = 200_000
-        config.train.batch_size = 128
-        config.train.learning_rate = 2e-4
-        config.train.warmup_steps = 1000
+        config = use_cifar10_unet(config, steps=200_000)
     return use_cifar10(config, "tiny" in flags)

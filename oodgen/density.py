@@ -49,11 +49,6 @@ def _as_matrix(features: Any, what: str) -> np.ndarray:
     return x
 
 
-def _listed(indices: np.ndarray) -> str:
-    shown = ", ".join(str(i) for i in indices[:_MAX_LISTED])
-    return f"[{shown}{', ...' if indices.size > _MAX_LISTED else ''}]"
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class FeatureSelection:
     """Which of the `num_features` input columns a fitted density uses (`kept`, i[K] ascending)."""
@@ -80,6 +75,37 @@ class FeatureSelection:
         return x
 
 
+def usable_columns(x: np.ndarray, name: str, positive: bool, log: bool = False,
+                   column_names: Sequence[str] | None = None,
+                   hint: str = "check the feature extraction or fit on more varied examples") -> np.ndarray:
+    """Indices i[K] of the usable columns of fit features f64[N, F]; warns naming the others.
+
+    Unusable: a non-finite value, a value <= 0 when `positive`, or constant (after log, when `log`).
+    Columns are named by `column_names` or by index. OodgenError (ending in `hint`) when none is left.
+    """
+    non_finite = ~np.isfinite(x).all(axis=0)
+    non_positive = ~non_finite & (x <= 0).any(axis=0) if positive else np.zeros_like(non_finite)
+    valid = ~non_finite & ~non_positive
+    t = np.log(np.where(valid, x, 1.0)) if log else np.where(valid, x, 0.0)
+    constant = valid & (t.max(axis=0) == t.min(axis=0))
+    kept = np.flatnonzero(valid & ~constant)
+
+    def listed(mask: np.ndarray) -> str:
+        indices = np.flatnonzero(mask)
+        shown = [str(i) if column_names is None else column_names[i] for i in indices[:_MAX_LISTED]]
+        return f"[{', '.join(shown)}{', ...' if indices.size > _MAX_LISTED else ''}]"
+
+    reasons = [f"{int(mask.sum())} {why} {listed(mask)}"
+               for mask, why in ((non_finite, "with non-finite values"), (non_positive, "with values <= 0"),
+                                 (constant, "with zero variance")) if mask.any()]
+    if kept.size == 0:
+        raise OodgenError(f"{name}: no usable feature among {x.shape[1]} ({'; '.join(reasons)}); {hint}")
+    if reasons:
+        warnings.warn(f"{name}: dropped {x.shape[1] - kept.size} of {x.shape[1]} features "
+                      f"({'; '.join(reasons)}); they are ignored when scoring", stacklevel=4)
+    return kept
+
+
 def select_features(features: Any, name: str, min_examples: int, positive: bool = False,
                     log: bool = False) -> tuple[FeatureSelection, np.ndarray]:
     """Drops unusable columns of fit features f[N, F]; returns (selection, kept columns f64[N, K]).
@@ -91,21 +117,7 @@ def select_features(features: Any, name: str, min_examples: int, positive: bool 
     if x.shape[0] < min_examples:
         raise OodgenError(f"{name}: needs at least {min_examples} fit examples, got {x.shape[0]}; "
                           "fit on more in-distribution examples")
-    non_finite = ~np.isfinite(x).all(axis=0)
-    non_positive = ~non_finite & (x <= 0).any(axis=0) if positive or log else np.zeros_like(non_finite)
-    valid = ~non_finite & ~non_positive
-    t = np.log(np.where(valid, x, 1.0)) if log else np.where(valid, x, 0.0)
-    constant = valid & (t.max(axis=0) == t.min(axis=0))
-    kept = np.flatnonzero(valid & ~constant)
-    reasons = [f"{int(mask.sum())} {why} {_listed(np.flatnonzero(mask))}"
-               for mask, why in ((non_finite, "with non-finite values"), (non_positive, "with values <= 0"),
-                                 (constant, "with zero variance")) if mask.any()]
-    if kept.size == 0:
-        raise OodgenError(f"{name}: no usable feature among {x.shape[1]} ({'; '.join(reasons)}); "
-                          "check the feature extraction or fit on more varied examples")
-    if reasons:
-        warnings.warn(f"{name}: dropped {x.shape[1] - kept.size} of {x.shape[1]} features "
-                      f"({'; '.join(reasons)}); they are ignored when scoring", stacklevel=3)
+    kept = usable_columns(x, name, positive or log, log=log)
     return FeatureSelection(x.shape[1], kept, positive or log), x[:, kept]
 
 

@@ -164,10 +164,12 @@ def test_loss_is_epsilon_mse_when_network_outputs_zero(params, images):
                                rtol=1e-5)
 
 
-@pytest.mark.parametrize("kwargs", [dict(beta_schedule="quadratic"), dict(num_timesteps=0),
-                                    dict(num_filters=0), dict(image_shape=(7, 8, 1))])
-def test_bad_hyper_parameters_raise(kwargs):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(beta_schedule="quadratic"), "beta_schedule"), (dict(num_timesteps=0), "num_timesteps"),
+    (dict(num_timesteps=2.5), "num_timesteps"), (dict(num_filters=0), "num_filters"),
+    (dict(image_shape=(7, 8, 1)), "divisible by 2"), (dict(image_shape=(8, 8)), r"\(H, W, C\)")])
+def test_bad_hyper_parameters_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
         DDPMModel(**kwargs)
 
 

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from oodgen.models.pixels import ImageShapeMixin
 from oodgen.models.vae import depth_to_space
 from oodgen.sharding import split_keys
 
@@ -98,7 +99,7 @@ def zscore_mean(errors: jax.Array, val_errors: jax.Array) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class DDPMModel:
+class DDPMModel(ImageShapeMixin):
     """A DDPM on uint8 images of `image_shape`, scaled to x = images / 127.5 - 1 in [-1, 1].
 
     Every public function is pure; `rng` is one key or one key per example (key[B]).
@@ -111,22 +112,13 @@ class DDPMModel:
     def __post_init__(self):
         if self.beta_schedule not in BETA_SCHEDULES:
             raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}; got {self.beta_schedule!r}")
-        if int(self.num_timesteps) != self.num_timesteps or self.num_timesteps < 1:
-            raise ValueError(f"num_timesteps must be a positive integer; got {self.num_timesteps}")
-        if int(self.num_filters) != self.num_filters or self.num_filters < 1:
-            raise ValueError(f"num_filters must be a positive integer; got {self.num_filters}")
-        if len(self.image_shape) != 3 or self.image_shape[0] % 2 or self.image_shape[1] % 2:
-            raise ValueError(f"image_shape must be (H, W, C) with even H and W (one 2x downsampling); "
-                             f"got {self.image_shape}")
+        self.check_positive_int("num_timesteps")
+        self.check_positive_int("num_filters")
+        self.check_divisible(2, "one 2x downsampling")
 
     @property
     def net(self) -> UNet:
         return UNet(self.num_filters, self.image_shape[-1])
-
-    @property
-    def num_dims(self) -> int:
-        """D = H·W·C."""
-        return math.prod(self.image_shape)
 
     @property
     def alphas_cumprod(self) -> jax.Array:

@@ -51,24 +51,37 @@ class PixelLikelihood:
         return likelihoods.sum_per_example(per_element)
 
 
-class PixelModelMixin:
-    """What every image model dataclass shares; it needs fields `image_shape`, `likelihood`,
-    `num_mixtures` and a `net` property (a flax module taking the preprocessed images)."""
+class ImageShapeMixin:
+    """What every model dataclass with an `image_shape` (H, W, C) field shares."""
 
     @property
     def num_dims(self) -> int:
         """D = H·W·C, the divisor of bits per dimension."""
         return math.prod(self.image_shape)
 
-    @property
-    def pixels(self) -> PixelLikelihood:
-        return PixelLikelihood(self.likelihood, self.image_shape, self.num_mixtures)
-
     def check_divisible(self, scale: int, why: str) -> None:
-        """ValueError unless H and W are multiples of `scale` (`why` says which layers need it)."""
+        """ValueError unless image_shape is (H, W, C) of positive ints with H and W multiples of `scale`
+        (`why` says which layers need it)."""
+        if len(self.image_shape) != 3 or any(int(n) < 1 for n in self.image_shape):
+            raise ValueError(f"image_shape must be (H, W, C) of positive ints; got {self.image_shape}")
         if self.image_shape[0] % scale or self.image_shape[1] % scale:
             raise ValueError(f"image height and width must be divisible by {scale} ({why}); "
                              f"got {self.image_shape[:2]}")
+
+    def check_positive_int(self, field: str) -> None:
+        """ValueError unless the field `field` is an integer >= 1."""
+        value = getattr(self, field)
+        if int(value) != value or value < 1:
+            raise ValueError(f"{field} must be a positive integer; got {value}")
+
+
+class PixelModelMixin(ImageShapeMixin):
+    """What every image model dataclass shares; it needs fields `image_shape`, `likelihood`,
+    `num_mixtures` and a `net` property (a flax module taking the preprocessed images)."""
+
+    @property
+    def pixels(self) -> PixelLikelihood:
+        return PixelLikelihood(self.likelihood, self.image_shape, self.num_mixtures)
 
     def init(self, rng: jax.Array, images: jax.Array) -> chex.ArrayTree:
         """Parameters for this model, from a (small) batch of uint8 images."""

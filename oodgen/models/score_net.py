@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from oodgen.models.pixels import ImageShapeMixin
 from oodgen.models.vae import depth_to_space
 from oodgen.sharding import split_keys
 
@@ -97,7 +98,7 @@ class ScoreNet(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class ScoreNetModel:
+class ScoreNetModel(ImageShapeMixin):
     """A noise-conditional score network on uint8 images of `image_shape`, scaled to [0, 1].
 
     `sigmas` are the L noise levels, geometric from `sigma_max` down to `sigma_min`, in units of
@@ -110,13 +111,8 @@ class ScoreNetModel:
     sigma_min: float = 0.01
 
     def __post_init__(self):
-        if len(self.image_shape) != 3 or any(int(n) < 1 for n in self.image_shape):
-            raise ValueError(f"image_shape must be (H, W, C) of positive ints; got {self.image_shape}")
-        if self.image_shape[0] % 2 or self.image_shape[1] % 2:
-            raise ValueError(f"image height and width must be even (one stride-2 downsampling); "
-                             f"got {self.image_shape[:2]}")
-        if self.num_filters < 1:
-            raise ValueError(f"num_filters must be >= 1; got {self.num_filters}")
+        self.check_divisible(2, "one stride-2 downsampling")
+        self.check_positive_int("num_filters")
         if self.num_sigmas < 2:
             raise ValueError(f"num_sigmas must be >= 2 (a ladder from sigma_max to sigma_min); "
                              f"got {self.num_sigmas}")
@@ -127,11 +123,6 @@ class ScoreNetModel:
     @property
     def net(self) -> ScoreNet:
         return ScoreNet(self.num_filters, self.image_shape[-1])
-
-    @property
-    def num_dims(self) -> int:
-        """D = H·W·C."""
-        return math.prod(self.image_shape)
 
     @property
     def sigmas(self) -> jax.Array:

@@ -15,7 +15,6 @@ are dropped with a warning naming them.
 """
 
 import dataclasses
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +29,6 @@ from oodgen.scorers.base import ModelScorer
 from oodgen.scorers.gradients import FEATURE_FLOOR
 
 POSITIVE_DENSITIES = ("gaussian_log", "chi_square")  # need positive features: no standardising
-_MAX_LISTED = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,32 +69,14 @@ FEATURES: dict[str, FeatureSource] = {
 }
 
 
-def _listed(names: list[str]) -> str:
-    return "[" + ", ".join(names[:_MAX_LISTED]) + (", ..." if len(names) > _MAX_LISTED else "") + "]"
-
-
 def drop_unusable(x: np.ndarray, names: list[str], what: str, positive: bool) -> np.ndarray:
     """Indices i[K] of the usable columns of fit features f[N, F]; warns naming the others.
 
     Dropped, as `oodgen.density.select_features` does: columns with a non-finite value, with a value <= 0
     when `positive`, or with zero variance. OodgenError when nothing is left.
     """
-    non_finite = ~np.isfinite(x).all(axis=0)
-    non_positive = ~non_finite & (x <= 0).any(axis=0) if positive else np.zeros_like(non_finite)
-    valid = ~non_finite & ~non_positive
-    safe = np.where(valid, x, 0.0)
-    constant = valid & (safe.max(axis=0) == safe.min(axis=0))
-    kept = np.flatnonzero(valid & ~constant)
-    reasons = [f"{int(mask.sum())} {why} {_listed([names[i] for i in np.flatnonzero(mask)])}"
-               for mask, why in ((non_finite, "with non-finite values"), (non_positive, "with values <= 0"),
-                                 (constant, "with zero variance")) if mask.any()]
-    if kept.size == 0:
-        raise OodgenError(f"{what}: no usable feature among {x.shape[1]} ({'; '.join(reasons)}); "
-                          "compose other features or fit on more varied examples")
-    if reasons:
-        warnings.warn(f"{what}: dropped {x.shape[1] - kept.size} of {x.shape[1]} features ({'; '.join(reasons)}); "
-                      "they are ignored when scoring", stacklevel=3)
-    return kept
+    return density.usable_columns(x, what, positive, column_names=names,
+                                  hint="compose other features or fit on more varied examples")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
