@@ -43,6 +43,7 @@ class Entry:
     config: str                        # configs/<file>.py[:variant]
     scorers: tuple[str, ...]           # evaluated one at a time (the unit of resumption)
     overrides: tuple[str, ...] = ()    # for both modes
+    scorer_overrides: tuple[tuple[str, tuple[str, ...]], ...] = ()   # (scorer, its own overrides); quick wins
     quick: tuple[str, ...] = ()        # quick mode only
     references: tuple[tuple[str, str], ...] = ()   # (config.eval.<scorer>.workdir, entry whose workdir it is)
 
@@ -51,6 +52,7 @@ ENTRIES = (
     Entry("vae", "configs/vae_fashion_mnist.py",
           ("log_likelihood", "typicality", "grad_norms", "likelihood_regret", "input_complexity", "composed"),
           overrides=("--config.eval.composed.features=log_likelihood,input_complexity",),
+          scorer_overrides=(("likelihood_regret", ("--config.eval.max_examples=500",)),),   # as the reference
           quick=("--config.train.steps=600",)),
     Entry("vae_ensemble", "configs/vae_fashion_mnist.py", ("ensemble",),
           overrides=("--config.ensemble.size=5",), quick=("--config.train.steps=600", "--config.ensemble.size=3")),
@@ -90,8 +92,10 @@ PUBLISHED = {
 }
 
 
-def entry_config(entry: Entry, runs: Path, quick: bool):
-    overrides = list(entry.overrides) + (list(QUICK_EVAL) + list(entry.quick) if quick else [])
+def entry_config(entry: Entry, runs: Path, quick: bool, scorer: str | None = None):
+    """The entry's config: its file and overrides, then `scorer`'s own, then quick mode's."""
+    overrides = list(entry.overrides) + list(dict(entry.scorer_overrides).get(scorer, ()))
+    overrides += list(QUICK_EVAL) + list(entry.quick) if quick else []
     overrides += [f"--config.eval.{scorer}.workdir={runs / ref}" for scorer, ref in entry.references]
     return parse_overrides(load_config_file(entry.config), overrides)
 
@@ -120,7 +124,7 @@ def run(entries: tuple[Entry, ...], runs: Path, quick: bool) -> dict[str, float]
             if (outdir / METRICS_FILE).exists():
                 continue
             print(f"[run_all] evaluating {entry.name} / {scorer}", flush=True)
-            single = config.copy_and_resolve_references()
+            single = entry_config(entry, runs, quick, scorer)
             single.eval.scorers = [scorer]
             evaluate(single, workdir, outdir=outdir)
         seconds[entry.name] = time.perf_counter() - start
