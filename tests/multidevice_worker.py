@@ -6,7 +6,8 @@ Usage: python tests/multidevice_worker.py OUT.npz
 Scorers run on 13 images of 8x8 in batches of 4 (rounded up to a multiple of the device count), so the last
 batch is ragged and the batches differ between device counts; per-example keys depend only on the index.
 Keys in the .npz: `score/<scorer>/<name>` for every scorer in `oodgen.scorers.SCORERS` (`covered` lists them),
-`order`, `loss`, `moved`, `param/<path>`, `device_count`.
+`order`, `loss`, `moved`, `param/<path>`, `device_count`, and for one step of a 2-member ensemble (each
+member its own batch, split over the devices) `ensemble_loss`, `ensemble_param/<path>`.
 """
 
 import functools
@@ -25,7 +26,7 @@ from oodgen.scorers import (SCORERS, BackgroundRatioScorer, ComposedScorer, DDPM
                             EnsembleScorer, GradientNormScorer, HierarchicalLLRScorer, InputComplexityScorer,
                             LikelihoodRegretScorer, LikelihoodScorer, LocalRatioScorer, MSMAScorer, TypicalityScorer)
 from oodgen.scorers.ratios import RatioState
-from oodgen.training import TrainState, make_optimizer, make_train_step
+from oodgen.training import TrainState, make_ensemble_train_step, make_optimizer, make_train_step
 
 SHAPE = (8, 8, 1)
 BATCH = 4
@@ -113,6 +114,22 @@ def run_scorers(mesh, images: np.ndarray, fit_images: np.ndarray) -> dict[str, d
     return out
 
 
+def flat_params(params) -> dict[str, np.ndarray]:
+    return {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
+            for path, v in jax.tree_util.tree_leaves_with_path(jax.device_get(params))}
+
+
+def ensemble_step(mesh, optimizer, train_images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """One vmapped train step of 2 stacked members, member m on its own 8 images: (loss, params)."""
+    params = jax.tree.map(lambda a, b: jnp.stack([a, b]), init(VAE), init(VAE, 1))
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=jax.vmap(optimizer.init)(params))
+    state = sharding.replicate(state, mesh)
+    batch = sharding.shard_batch(train_images, np.arange(16).reshape(2, 8)[:, ::-1], mesh)   # [M=2, B=8, ...]
+    state, metrics = make_ensemble_train_step(VAE, optimizer, mesh)(
+        state, batch, jax.random.split(jax.random.key(6), 2))
+    return np.asarray(metrics["loss"]), flat_params(state.params)
+
+
 def main(out_path: str) -> None:
     warnings.simplefilter("ignore")  # dropped constant features etc.: the same on every device count
     mesh = sharding.data_mesh()
@@ -137,10 +154,11 @@ def main(out_path: str) -> None:
     state, metrics = make_train_step(VAE, optimizer, mesh)(state, batch, jax.random.key(5))
     moved = max(float(np.abs(a - b).max()) for a, b in
                 zip(jax.tree.leaves(initial), jax.tree.leaves(jax.device_get(state.params))))
-    flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
-            for path, v in jax.tree_util.tree_leaves_with_path(jax.device_get(state.params))}
+    flat = flat_params(state.params)
+    ensemble_loss, ensemble_params = ensemble_step(mesh, optimizer, train_images)
     np.savez(out_path, device_count=jax.device_count(), order=order, covered=np.array(sorted(scores)),
              registered=np.array(sorted(SCORERS)), loss=np.asarray(metrics["loss"]), moved=moved,
+             ensemble_loss=ensemble_loss, **{f"ensemble_param/{k}": v for k, v in ensemble_params.items()},
              **flat_scores, **{f"param/{k}": v for k, v in flat.items()})
 
 

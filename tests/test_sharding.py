@@ -152,8 +152,9 @@ def _results(workers: list[tuple[subprocess.Popen, Path]]) -> list[dict]:
 
 
 def test_eight_devices_agree_with_one(tmp_path):
-    """Every registered scorer, map_batches' order and a training step: 8 simulated CPU devices against an
-    independent 1-device run (batches of 4 there, 8 here; 13 images, so the last batch is ragged)."""
+    """Every registered scorer, map_batches' order, a training step and an ensemble's step: 8 simulated CPU
+    devices against an independent 1-device run (batches of 4 there, 8 here; 13 images, so the last batch
+    is ragged)."""
     one, eight = _results([_start_worker(tmp_path, 1), _start_worker(tmp_path, 8)])
     assert int(one["device_count"]) == 1 and int(eight["device_count"]) == 8
     assert sorted(one["covered"]) == sorted(SCORERS), "tests/multidevice_worker.py must run every registered scorer"
@@ -176,4 +177,12 @@ def test_eight_devices_agree_with_one(tmp_path):
     param_keys = [k for k in one if k.startswith("param/")]
     assert param_keys
     for key in param_keys:
+        np.testing.assert_allclose(eight[key], one[key], rtol=1e-4, atol=1e-6, err_msg=key)
+
+    # the ensemble step: 2 stacked members, each batch of 8 split over the 8 devices
+    np.testing.assert_allclose(eight["ensemble_loss"], one["ensemble_loss"], rtol=1e-5)
+    member_keys = [k for k in one if k.startswith("ensemble_param/")]
+    assert len(member_keys) == len(param_keys)
+    for key in member_keys:
+        assert one[key].shape[0] == 2 and np.abs(one[key][0] - one[key][1]).max() > 1e-3, key  # distinct members
         np.testing.assert_allclose(eight[key], one[key], rtol=1e-4, atol=1e-6, err_msg=key)
