@@ -81,7 +81,7 @@ ENTRIES = (
     Entry("score_net", "configs/score_net_fashion_mnist.py", ("msma",),
           quick=("--config.train.steps=400",)),
     Entry("ddpm", "configs/ddpm_fashion_mnist.py", ("ddpm_reconstruction",),
-          quick=("--config.train.steps=400", "--config.eval.max_examples=100",
+          quick=("--config.train.steps=400", "--config.eval.max_examples=64",
                  "--config.eval.ddpm_reconstruction.num_sampling_steps=20")),
 )
 
@@ -158,6 +158,25 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _short(ood: str) -> str:
+    return ood.replace("fashion_mnist:test+", "")
+
+
+def auroc_summary(rows: list[dict]) -> str:
+    """The AUROCs at a glance: one row per (model, score), one column per OOD set, and the published
+    MNIST AUROC where there is one."""
+    sets = list(dict.fromkeys(r["ood"] for r in rows))
+    cells: dict[tuple[str, str], dict[str, float]] = {}
+    for r in rows:
+        cells.setdefault((r["model"], r["score"]), {})[r["ood"]] = r["auroc"]
+    lines = ["| model | score | " + " | ".join(_short(s) for s in sets) + " | published (MNIST) |",
+             "|---|---|" + "---:|" * len(sets) + "---|"]
+    for (model, score), per_set in cells.items():
+        values = " | ".join(f"{per_set[s]:.3f}" if s in per_set else "" for s in sets)
+        lines.append(f"| {model} | {score} | {values} | {PUBLISHED.get((score, 'mnist'), '')} |")
+    return "\n".join(lines)
+
+
 def plot_summary(rows: list[dict], path: Path, title: str) -> None:
     """AUROC heat map: one row per (model, score), one column per OOD set."""
     labels = list(dict.fromkeys(f"{r['model']} / {r['score']}" for r in rows))
@@ -167,7 +186,7 @@ def plot_summary(rows: list[dict], path: Path, title: str) -> None:
         grid[labels.index(f"{r['model']} / {r['score']}"), sets.index(r["ood"])] = r["auroc"]
     fig, ax = plt.subplots(figsize=(1.2 * len(sets) + 4, 0.28 * len(labels) + 1.5))
     image = ax.imshow(grid, cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto")
-    ax.set_xticks(range(len(sets)), [s.replace("fashion_mnist:test+", "") for s in sets], rotation=30, ha="right")
+    ax.set_xticks(range(len(sets)), [_short(s) for s in sets], rotation=30, ha="right")
     ax.set_yticks(range(len(labels)), labels, fontsize=7)
     for i, j in np.ndindex(grid.shape):
         if np.isfinite(grid[i, j]):
@@ -209,6 +228,9 @@ def main():
         f"This run took {total / 60:.1f} min (minutes per entry, 0 where already done: {timing}). "
         f"Fashion-MNIST in; budgets: the `ENTRIES` table of bench/run_all.py. AUROC heat map: "
         f"[bench/figures/{figure.name}](bench/figures/{figure.name}).", "",
+        "AUROC at a glance (Fashion-MNIST in; higher = better detection):", "",
+        auroc_summary(rows), "",
+        "Every metric, with a bootstrap 95% interval on AUROC:", "",
         markdown(rows)])
     print(body)
     if not args.no_write:
