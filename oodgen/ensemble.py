@@ -11,7 +11,9 @@ Scorers other than `ensemble` work on one model: on an ensemble workdir they use
 
 import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import chex
 import jax
@@ -25,13 +27,39 @@ from oodgen.swag import SwagSettings
 
 ENSEMBLE_SCORER = "ensemble"
 SOURCES = ("members", "swag")
+MEMBER_LOOPS = ("auto", "vmap", "unroll")
+
+
+def resolve_member_loop(loop: str) -> str:
+    """How one compiled function runs every member: "vmap" (one batched computation; what accelerators
+    like) or "unroll" (the members one after another in the same jitted function; XLA:CPU runs a
+    convolution vmapped over kernels as a slow grouped convolution). "auto": unroll on CPU, else vmap."""
+    if loop not in MEMBER_LOOPS:
+        raise OodgenError(f"member_loop={loop!r}; use one of {MEMBER_LOOPS} (in config.ensemble.member_loop "
+                          "or config.eval.ensemble.member_loop)")
+    if loop == "auto":
+        return "unroll" if jax.default_backend() == "cpu" else "vmap"
+    return loop
+
+
+def map_members(fn: Callable[..., Any], loop: str, *args: Any) -> Any:
+    """fn over the members of pytrees `args` stacked [M, ...] (None leaves pass through), outputs stacked
+    [M, ...]. Inside `jit`; `loop` is "vmap", "unroll" or "auto" (resolve_member_loop)."""
+    loop = resolve_member_loop(loop)
+    if loop == "vmap":
+        return jax.vmap(fn)(*args)
+    size = jax.tree.leaves(args)[0].shape[0]
+    outputs = [fn(*member(args, m)) for m in range(size)]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *outputs)
 
 
 @dataclasses.dataclass(frozen=True)
 class EnsembleSettings:
-    """M members (1: a single model, stored unstacked as before) and SWAG's settings (None: off)."""
+    """M members (1: a single model, stored unstacked as before), SWAG's settings (None: off), and how
+    the train step runs the members (`member_loop`, see resolve_member_loop)."""
     size: int = 1
     swag: SwagSettings | None = None
+    member_loop: str = "auto"
 
     @property
     def stacked(self) -> bool:
@@ -46,9 +74,11 @@ def settings(config: ml_collections.ConfigDict) -> EnsembleSettings:
     if not isinstance(size, int) or size < 1:
         raise OodgenError(f"config.ensemble.size={size!r} must be a positive integer (1: a single model); "
                           "pass e.g. --config.ensemble.size=5")
+    member_loop = ensemble.get("member_loop", "auto")
+    resolve_member_loop(member_loop)
     swag = config.get("swag", None) or {}
     if not swag.get("enabled", False):
-        return EnsembleSettings(size=size)
+        return EnsembleSettings(size=size, member_loop=member_loop)
     start, every, rank = swag.get("start_step", 1), swag.get("collect_every", 1), swag.get("rank", 2)
     if not isinstance(rank, int) or rank < 2:
         raise OodgenError(f"config.swag.rank={rank!r} must be at least 2 (the low-rank part divides by K - 1); "
@@ -58,7 +88,8 @@ def settings(config: ml_collections.ConfigDict) -> EnsembleSettings:
     if not isinstance(start, int) or start < 1:
         raise OodgenError(f"config.swag.start_step={start!r} must be a positive step (SWAG collects the "
                           "iterate after that many steps, then every config.swag.collect_every steps)")
-    return EnsembleSettings(size=size, swag=SwagSettings(start_step=start, collect_every=every, rank=rank))
+    return EnsembleSettings(size=size, swag=SwagSettings(start_step=start, collect_every=every, rank=rank),
+                            member_loop=member_loop)
 
 
 def member_keys(seed: int, size: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -117,6 +148,7 @@ def check_eval_config(config: ml_collections.ConfigDict) -> None:
         return
     options = config.eval.get(ENSEMBLE_SCORER, None) or {}
     source = options.get("source", "members")
+    resolve_member_loop(options.get("member_loop", "auto"))
     if source not in SOURCES:
         raise OodgenError(f"config.eval.ensemble.source={source!r}; use 'members' or 'swag'")
     run = settings(config)

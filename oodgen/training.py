@@ -111,25 +111,26 @@ def create_run_state(model, optimizer: optax.GradientTransformation, run: ensemb
                           swag=jax.jit(jax.vmap(init) if run.stacked else init)(state.params))
 
 
-def _member_axes(state: TrainState) -> TrainState:
-    """vmap axes of a stacked state: every leaf along axis 0 except the shared step counter."""
-    return jax.tree.map(lambda _: 0, state).replace(step=None)
-
-
 def make_ensemble_train_step(model, optimizer: optax.GradientTransformation, mesh: Mesh,
-                             objective: Objective | None = None) -> Callable:
-    """`train_step` vmapped over the members of a stacked state, jitted for `mesh` with the state donated.
+                             objective: Objective | None = None, member_loop: str = "auto") -> Callable:
+    """`train_step` over the members of a stacked state in one function jitted for `mesh`, the state donated.
 
     (state [M, ...], images uint8 [M, B, H, W, C], keys key[M]) -> (state, metrics averaged over members);
-    member m takes its own batch and keys. Each member's batch is split over `data`.
+    member m takes its own batch and keys. Each member's batch is split over `data`. The members are
+    vmapped, or unrolled (`member_loop`, see oodgen.ensemble.resolve_member_loop; "auto" unrolls on CPU).
     """
     objective = functools.partial(mean_negative_bound, model) if objective is None else objective
     step = functools.partial(train_step, model, objective, optimizer)
 
     def members_step(state: TrainState, images: jax.Array, keys: jax.Array):
-        axes = _member_axes(state)
-        state, metrics = jax.vmap(step, in_axes=(axes, 0, 0), out_axes=(axes, 0))(state, images, keys)
-        return state, jax.tree.map(lambda v: jnp.mean(v, axis=0), metrics)
+        count = state.step   # shared by the members
+
+        def member_step(member_state, member_images, member_keys):
+            new, metrics = step(member_state.replace(step=count), member_images, member_keys)
+            return new.replace(step=None), metrics
+
+        state, metrics = ensemble.map_members(member_step, member_loop, state.replace(step=None), images, keys)
+        return state.replace(step=count + 1), jax.tree.map(lambda v: jnp.mean(v, axis=0), metrics)
 
     replicated = sharding.replicated(mesh)
     member_batches = NamedSharding(mesh, PartitionSpec(None, sharding.DATA_AXIS))
@@ -196,19 +197,22 @@ def validation_bits_per_dim(model, params: chex.ArrayTree, images: np.ndarray, r
 
 
 def members_validation_bits_per_dim(model, params: chex.ArrayTree, images: np.ndarray, rng: jax.Array,
-                                    batch_size: int, mesh: Mesh) -> np.ndarray:
+                                    batch_size: int, mesh: Mesh, member_loop: str = "auto") -> np.ndarray:
     """Mean negative ELBO on held-out images of every member of stacked `params`, bits/dim: f32[M].
 
-    All members in one vmapped pass, with the same per-example keys, batch_size // M images a call."""
+    All members in one pass (vmapped or unrolled), with the same per-example keys, batch_size // M images a call."""
     size = jax.tree.leaves(params)[0].shape[0]
-    return sharding.map_batches(functools.partial(_members_nll_bpd, model), images, rng=rng,
-                                batch_size=max(1, batch_size // size), mesh=mesh, params=params).mean(axis=0)
+    nll = functools.partial(_members_nll_bpd, model, ensemble.resolve_member_loop(member_loop))
+    return sharding.map_batches(nll, images, rng=rng, batch_size=max(1, batch_size // size), mesh=mesh,
+                                params=params).mean(axis=0)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _members_nll_bpd(model, params: chex.ArrayTree, images: jax.Array, keys: jax.Array) -> jax.Array:
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _members_nll_bpd(model, member_loop: str, params: chex.ArrayTree, images: jax.Array,
+                     keys: jax.Array) -> jax.Array:
     """Negative ELBO of every member, bits/dim: f32[B, M]."""
-    return jax.vmap(lambda p: negative_log_likelihood_bpd(model, 1, p, images, keys))(params).T
+    return ensemble.map_members(lambda p: negative_log_likelihood_bpd(model, 1, p, images, keys),
+                                member_loop, params).T
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
@@ -249,8 +253,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     if sharding.is_main_process():
         save_config(config, workdir)
 
-    step_fn = (make_ensemble_train_step if run.stacked else make_train_step)(
-        model, optimizer, mesh, make_objective(model, config.train))
+    objective = make_objective(model, config.train)
+    step_fn = (make_ensemble_train_step(model, optimizer, mesh, objective, run.member_loop) if run.stacked
+               else make_train_step(model, optimizer, mesh, objective))
     collect_fn = None if run.swag is None else make_swag_collect(mesh, run.stacked)
     start = int(state.step)
     history: list[dict] = []
@@ -273,12 +278,14 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
                     checkpoints.save(manager, done, state)
                     if run.stacked:  # the best checkpoint is the one with the lowest mean over members
                         members_bpd = members_validation_bits_per_dim(
-                            model, state.params, val_images, val_key, config.eval.batch_size, mesh)
+                            model, state.params, val_images, val_key, config.eval.batch_size, mesh,
+                            run.member_loop)
                         summary[checkpoints.BEST_METRIC] = float(members_bpd.mean())
                         summary["val_bits_per_dim_members"] = members_bpd.tolist()
                     else:
                         summary[checkpoints.BEST_METRIC] = validation_bits_per_dim(
-                            model, state.params, val_images, val_key, config.eval.batch_size, mesh)
+                            model, state.params, val_images, val_key, config.eval.batch_size, mesh,
+                            run.member_loop)
                     checkpoints.save(best_manager, done, state, {checkpoints.BEST_METRIC: summary[checkpoints.BEST_METRIC]})
                 progress.set_postfix(bpd=f"{summary['bits_per_dim']:.3f}")
                 log.write(json.dumps(summary) + "\n")

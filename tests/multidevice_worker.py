@@ -7,7 +7,8 @@ Scorers run on 13 images of 8x8 in batches of 4 (rounded up to a multiple of the
 batch is ragged and the batches differ between device counts; per-example keys depend only on the index.
 Keys in the .npz: `score/<scorer>/<name>` for every scorer in `oodgen.scorers.SCORERS` (`covered` lists them),
 `order`, `loss`, `moved`, `param/<path>`, `device_count`, and for one step of a 2-member ensemble (each
-member its own batch, split over the devices) `ensemble_loss`, `ensemble_param/<path>`.
+member its own batch, split over the devices; members vmapped or unrolled) `ensemble_loss/<loop>`,
+`ensemble_param/<loop>/<path>`.
 """
 
 import functools
@@ -119,13 +120,13 @@ def flat_params(params) -> dict[str, np.ndarray]:
             for path, v in jax.tree_util.tree_leaves_with_path(jax.device_get(params))}
 
 
-def ensemble_step(mesh, optimizer, train_images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """One vmapped train step of 2 stacked members, member m on its own 8 images: (loss, params)."""
+def ensemble_step(mesh, optimizer, train_images: np.ndarray, member_loop: str) -> tuple[np.ndarray, dict]:
+    """One train step of 2 stacked members (vmapped or unrolled), member m on its own 8 images: (loss, params)."""
     params = jax.tree.map(lambda a, b: jnp.stack([a, b]), init(VAE), init(VAE, 1))
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=jax.vmap(optimizer.init)(params))
     state = sharding.replicate(state, mesh)
     batch = sharding.shard_batch(train_images, np.arange(16).reshape(2, 8)[:, ::-1], mesh)   # [M=2, B=8, ...]
-    state, metrics = make_ensemble_train_step(VAE, optimizer, mesh)(
+    state, metrics = make_ensemble_train_step(VAE, optimizer, mesh, member_loop=member_loop)(
         state, batch, jax.random.split(jax.random.key(6), 2))
     return np.asarray(metrics["loss"]), flat_params(state.params)
 
@@ -155,10 +156,13 @@ def main(out_path: str) -> None:
     moved = max(float(np.abs(a - b).max()) for a, b in
                 zip(jax.tree.leaves(initial), jax.tree.leaves(jax.device_get(state.params))))
     flat = flat_params(state.params)
-    ensemble_loss, ensemble_params = ensemble_step(mesh, optimizer, train_images)
+    ensemble = {}
+    for loop in ("vmap", "unroll"):
+        loss, params = ensemble_step(mesh, optimizer, train_images, loop)
+        ensemble.update({f"ensemble_loss/{loop}": loss, **{f"ensemble_param/{loop}/{k}": v for k, v in params.items()}})
     np.savez(out_path, device_count=jax.device_count(), order=order, covered=np.array(sorted(scores)),
              registered=np.array(sorted(SCORERS)), loss=np.asarray(metrics["loss"]), moved=moved,
-             ensemble_loss=ensemble_loss, **{f"ensemble_param/{k}": v for k, v in ensemble_params.items()},
+             **ensemble,
              **flat_scores, **{f"param/{k}": v for k, v in flat.items()})
 
 

@@ -109,11 +109,13 @@ def test_score_formulas_equal_numpy_at_large_log_likelihoods():
     np.testing.assert_allclose(agree[3:], [-5.0, -np.log(5.0)], rtol=1e-6)
 
 
-def test_ensemble_scores_equal_numpy_on_each_members_log_prob_in_a_loop():
+@pytest.mark.parametrize("member_loop", ["vmap", "unroll"])
+def test_ensemble_scores_equal_numpy_on_each_members_log_prob_in_a_loop(member_loop):
     images = _images(11)
     members = [SMALL.init(jax.random.key(m), images[:2]) for m in range(3)]
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *members)
-    scorer = EnsembleScorer(SMALL, num_samples=3, batch_size=8, seed=5)     # 8 // 3 = 2 images a call, ragged end
+    scorer = EnsembleScorer(SMALL, num_samples=3, batch_size=8, seed=5,     # 8 // 3 = 2 images a call, ragged end
+                            member_loop=member_loop)
     got = scorer.score_all(scorer.fit(stacked, images), images)
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(5), i))(jnp.arange(11))
     log_prob = jax.jit(SMALL.log_prob, static_argnums=3)
@@ -127,7 +129,8 @@ def test_ensemble_scores_equal_numpy_on_each_members_log_prob_in_a_loop():
 
 # --- training ---------------------------------------------------------------------------------------------
 
-def test_stacked_train_step_equals_a_loop_of_single_model_steps():
+@pytest.mark.parametrize("member_loop", ["vmap", "unroll"])
+def test_stacked_train_step_equals_a_loop_of_single_model_steps(member_loop):
     config, size = _config(), 2
     optimizer, mesh = make_optimizer(config.train), data_mesh()
     init_keys, step_keys, _ = ensemble.member_keys(4, size)
@@ -141,7 +144,7 @@ def test_stacked_train_step_equals_a_loop_of_single_model_steps():
         singles.append(jax.device_put(single.replace(opt_state=optimizer.init(single.params)), replicated(mesh)))
     for got, single in zip(jax.tree.leaves(state.params), zip(*[jax.tree.leaves(s.params) for s in singles])):
         np.testing.assert_allclose(got, np.stack(single), rtol=1e-6, atol=1e-7)
-    members_step = make_ensemble_train_step(SMALL, optimizer, mesh)
+    members_step = make_ensemble_train_step(SMALL, optimizer, mesh, member_loop=member_loop)
     single_step = make_train_step(SMALL, optimizer, mesh)
     for t in range(2):
         state, metrics = members_step(state, batches[t], step_keys)
@@ -221,6 +224,7 @@ def test_train_and_evaluate_an_ensemble(ensemble_run):
 @pytest.mark.parametrize("overrides,match", [
     (["--config.ensemble.size=0"], r"config.ensemble.size=0 must be a positive integer"),
     (["--config.swag.enabled=True", "--config.swag.rank=1"], r"config.swag.rank=1 must be at least 2"),
+    (["--config.ensemble.size=2", "--config.ensemble.member_loop=scan"], r"member_loop='scan'; use one of"),
 ])
 def test_bad_training_settings_fail_in_one_line_and_write_nothing(tmp_path, overrides, match):
     with pytest.raises(OodgenError, match=match) as info:
@@ -232,6 +236,7 @@ def test_bad_training_settings_fail_in_one_line_and_write_nothing(tmp_path, over
     (["--config.ensemble.size=2", "--config.eval.ensemble.source=swag"], "SWAG was not enabled"),
     ([], "needs an ensemble: train with --config.ensemble.size=M"),
     (["--config.ensemble.size=2", "--config.eval.ensemble.source=laplace"], "use 'members' or 'swag'"),
+    (["--config.ensemble.size=2", "--config.eval.ensemble.member_loop=pmap"], r"member_loop='pmap'; use one of"),
 ])
 def test_bad_ensemble_evaluation_fails_in_one_line_and_writes_nothing(tmp_path, overrides, match):
     config = _config("--config.eval.scorers=ensemble", *overrides)

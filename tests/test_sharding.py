@@ -179,10 +179,13 @@ def test_eight_devices_agree_with_one(tmp_path):
     for key in param_keys:
         np.testing.assert_allclose(eight[key], one[key], rtol=1e-4, atol=1e-6, err_msg=key)
 
-    # the ensemble step: 2 stacked members, each batch of 8 split over the 8 devices
-    np.testing.assert_allclose(eight["ensemble_loss"], one["ensemble_loss"], rtol=1e-5)
-    member_keys = [k for k in one if k.startswith("ensemble_param/")]
-    assert len(member_keys) == len(param_keys)
-    for key in member_keys:
-        assert one[key].shape[0] == 2 and np.abs(one[key][0] - one[key][1]).max() > 1e-3, key  # distinct members
-        np.testing.assert_allclose(eight[key], one[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    # the ensemble step: 2 stacked members, each batch of 8 split over the 8 devices, vmapped or unrolled
+    for loop in ("vmap", "unroll"):
+        np.testing.assert_allclose(eight[f"ensemble_loss/{loop}"], one[f"ensemble_loss/{loop}"], rtol=1e-5)
+        member_keys = [k for k in one if k.startswith(f"ensemble_param/{loop}/")]
+        assert len(member_keys) == len(param_keys)
+        for key in member_keys:
+            assert one[key].shape[0] == 2 and np.abs(one[key][0] - one[key][1]).max() > 1e-3, key  # distinct
+            np.testing.assert_allclose(eight[key], one[key], rtol=1e-4, atol=1e-6, err_msg=key)
+            unrolled = key.replace("/vmap/", "/unroll/")
+            np.testing.assert_allclose(one[unrolled], one[key], rtol=1e-4, atol=1e-6, err_msg=unrolled)

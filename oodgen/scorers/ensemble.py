@@ -48,16 +48,18 @@ def ensemble_scores(log_p: jax.Array) -> jax.Array:
     return jnp.stack([-(mean - var), jnp.sqrt(var), -mean, -effective_size, negative_entropy], axis=-1)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def member_log_probs(model, num_samples: int, params: chex.ArrayTree, images: jax.Array,
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def member_log_probs(model, num_samples: int, member_loop: str, params: chex.ArrayTree, images: jax.Array,
                      keys: jax.Array) -> jax.Array:
-    """log p_m(x) of every member of stacked `params` [M, ...], same keys for all: f32[B, M], nats."""
-    return jax.vmap(lambda p: model.log_prob(p, images, keys, num_samples))(params).T
+    """log p_m(x) of every member of stacked `params` [M, ...], same keys for all: f32[B, M], nats.
+    The members are vmapped or unrolled (`member_loop`, see oodgen.ensemble.resolve_member_loop)."""
+    return ensemble.map_members(lambda p: model.log_prob(p, images, keys, num_samples), member_loop, params).T
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _scores(model, num_samples: int, params: chex.ArrayTree, images: jax.Array, keys: jax.Array) -> jax.Array:
-    return ensemble_scores(member_log_probs(model, num_samples, params, images, keys))
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _scores(member_loop: str, model, num_samples: int, params: chex.ArrayTree, images: jax.Array,
+            keys: jax.Array) -> jax.Array:
+    return ensemble_scores(member_log_probs(model, num_samples, member_loop, params, images, keys))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +73,7 @@ class EnsembleScorer(ModelScorer):
     """
     source: str = "members"          # "members" (an ensemble) or "swag" (samples of each member's SWAG)
     num_swag_samples: int = 8        # SWAG draws per member
+    member_loop: str = "auto"        # "vmap" or "unroll" the members ("auto": unroll on CPU); same scores
     name: str = "ensemble"
     units: str = "nats"
     score_units: ClassVar[dict[str, str]] = {
@@ -82,6 +85,7 @@ class EnsembleScorer(ModelScorer):
     def __post_init__(self):
         if self.source not in ensemble.SOURCES:
             raise OodgenError(f"config.eval.ensemble.source={self.source!r}; use 'members' or 'swag'")
+        ensemble.resolve_member_loop(self.member_loop)
         if self.num_swag_samples < 2:
             raise OodgenError(f"config.eval.ensemble.num_swag_samples={self.num_swag_samples} must be at least 2")
 
@@ -119,7 +123,8 @@ class EnsembleScorer(ModelScorer):
         """uint8 [N, H, W, C] -> {name: f32[N]} for the five SCORE_NAMES, higher = more OOD."""
         size = jax.tree.leaves(state)[0].shape[0]
         scorer = dataclasses.replace(self, batch_size=max(1, self.batch_size // size))
-        values = scorer.map_model(_scores, state, images)
+        scores = functools.partial(_scores, ensemble.resolve_member_loop(self.member_loop))
+        values = scorer.map_model(scores, state, images)
         return {name: values[:, i] for i, name in enumerate(SCORE_NAMES)}
 
     def score(self, state: chex.ArrayTree, images: np.ndarray) -> np.ndarray:
