@@ -284,8 +284,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
                         summary["val_bits_per_dim_members"] = members_bpd.tolist()
                     else:
                         summary[checkpoints.BEST_METRIC] = validation_bits_per_dim(
-                            model, state.params, val_images, val_key, config.eval.batch_size, mesh,
-                            run.member_loop)
+                            model, state.params, val_images, val_key, config.eval.batch_size, mesh)
                     checkpoints.save(best_manager, done, state, {checkpoints.BEST_METRIC: summary[checkpoints.BEST_METRIC]})
                 progress.set_postfix(bpd=f"{summary['bits_per_dim']:.3f}")
                 log.write(json.dumps(summary) + "\n")
