@@ -81,7 +81,7 @@ ENTRIES = (
     Entry("score_net", "configs/score_net_fashion_mnist.py", ("msma",),
           quick=("--config.train.steps=400",)),
     Entry("ddpm", "configs/ddpm_fashion_mnist.py", ("ddpm_reconstruction",),
-          quick=("--config.train.steps=400", "--config.eval.max_examples=64",
+          quick=("--config.train.steps=300", "--config.model.num_filters=16", "--config.eval.max_examples=64",
                  "--config.eval.ddpm_reconstruction.num_sampling_steps=20")),
 )
 
@@ -109,26 +109,47 @@ def trained(config, workdir: Path) -> bool:
     return latest is not None and latest >= config.train.steps
 
 
-def run(entries: tuple[Entry, ...], runs: Path, quick: bool) -> dict[str, float]:
-    """Trains and evaluates what is missing; returns seconds spent per entry."""
-    seconds = {}
+TIMES_FILE = "minutes.json"   # <runs>/<entry>/bench/minutes.json: minutes each step took when it ran
+
+
+def _record_minutes(workdir: Path, step: str, seconds: float) -> None:
+    path = workdir / "bench" / TIMES_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    times = json.loads(path.read_text()) if path.exists() else {}
+    times[step] = round(seconds / 60, 2)
+    path.write_text(json.dumps(times, indent=1))
+
+
+def recorded_minutes(entries: tuple[Entry, ...], runs: Path) -> dict[str, float]:
+    """Minutes each entry took, summed over its training and scorers as each was run (resumed runs included)."""
+    minutes = {}
     for entry in entries:
-        start = time.perf_counter()
+        path = runs / entry.name / "bench" / TIMES_FILE
+        if path.exists():
+            minutes[entry.name] = sum(json.loads(path.read_text()).values())
+    return minutes
+
+
+def run(entries: tuple[Entry, ...], runs: Path, quick: bool) -> None:
+    """Trains and evaluates what is missing, recording the minutes each step took."""
+    for entry in entries:
         config = entry_config(entry, runs, quick)
         workdir = runs / entry.name
         if not trained(config, workdir):
             print(f"[run_all] training {entry.name} ({config.train.steps} steps)", flush=True)
+            start = time.perf_counter()
             train(config, workdir)
+            _record_minutes(workdir, "train", time.perf_counter() - start)
         for scorer in entry.scorers:
             outdir = workdir / "bench" / scorer
             if (outdir / METRICS_FILE).exists():
                 continue
             print(f"[run_all] evaluating {entry.name} / {scorer}", flush=True)
+            start = time.perf_counter()
             single = entry_config(entry, runs, quick, scorer)
             single.eval.scorers = [scorer]
             evaluate(single, workdir, outdir=outdir)
-        seconds[entry.name] = time.perf_counter() - start
-    return seconds
+            _record_minutes(workdir, scorer, time.perf_counter() - start)
 
 
 def collect(entries: tuple[Entry, ...], runs: Path) -> list[dict]:
@@ -214,18 +235,20 @@ def main():
     entries = tuple(e for e in ENTRIES if not names or e.name in names)
 
     start = time.perf_counter()
-    seconds = run(entries, runs, args.quick)
-    total = time.perf_counter() - start
+    run(entries, runs, args.quick)
+    this_run = time.perf_counter() - start
     rows = collect(ENTRIES, runs)          # every entry evaluated so far, not only this run's
+    minutes = recorded_minutes(ENTRIES, runs)
     mode = "quick" if args.quick else "full"
     figure = FIGURES / f"run_all_{mode}.png"
     plot_summary(rows, figure, f"oodgen benchmark table ({mode})")
     command = f"python -m bench.run_all{' --quick' if args.quick else ''}"
-    timing = ", ".join(f"{name} {s / 60:.1f}" for name, s in seconds.items())
+    timing = ", ".join(f"{name} {m:.1f}" for name, m in minutes.items())
     body = "\n".join([
         f"### The benchmark table ({mode} budgets)", "",
         f"Machine: {machine_description()}. Command: `{command}` (workdirs under `{runs}`). "
-        f"This run took {total / 60:.1f} min (minutes per entry, 0 where already done: {timing}). "
+        f"Time to train and evaluate everything: {sum(minutes.values()):.1f} min, the sum of each step's "
+        f"time as it ran (minutes per entry: {timing}; the last invocation took {this_run / 60:.1f} min). "
         f"Fashion-MNIST in; budgets: the `ENTRIES` table of bench/run_all.py. AUROC heat map: "
         f"[bench/figures/{figure.name}](bench/figures/{figure.name}).", "",
         "AUROC at a glance (Fashion-MNIST in; higher = better detection):", "",

@@ -14,8 +14,10 @@ TINY = Entry("vae", "configs/vae_fashion_mnist.py:tiny", ("log_likelihood", "com
 
 
 def test_run_all_trains_once_evaluates_each_scorer_apart_resumes_and_tables(tmp_path, monkeypatch):
-    seconds = run_all.run((TINY,), tmp_path, quick=False)
-    assert set(seconds) == {"vae"}
+    run_all.run((TINY,), tmp_path, quick=False)
+    recorded = json.loads((tmp_path / "vae" / "bench" / run_all.TIMES_FILE).read_text())
+    assert sorted(recorded) == sorted(("train", *TINY.scorers)) and all(m >= 0 for m in recorded.values())
+    assert run_all.recorded_minutes((TINY,), tmp_path) == {"vae": sum(recorded.values())}
     outdirs = {scorer: tmp_path / "vae" / "bench" / scorer for scorer in TINY.scorers}
     for outdir in outdirs.values():
         assert (outdir / METRICS_FILE).is_file()
