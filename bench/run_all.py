@@ -239,6 +239,8 @@ def main():
     this_run = time.perf_counter() - start
     rows = collect(ENTRIES, runs)          # every entry evaluated so far, not only this run's
     minutes = recorded_minutes(ENTRIES, runs)
+    missing = [f"{e.name}/{scorer}" for e in ENTRIES for scorer in e.scorers
+               if not (runs / e.name / "bench" / scorer / METRICS_FILE).exists()]
     mode = "quick" if args.quick else "full"
     figure = FIGURES / f"run_all_{mode}.png"
     plot_summary(rows, figure, f"oodgen benchmark table ({mode})")
@@ -247,8 +249,9 @@ def main():
     body = "\n".join([
         f"### The benchmark table ({mode} budgets)", "",
         f"Machine: {machine_description()}. Command: `{command}` (workdirs under `{runs}`). "
-        f"Time to train and evaluate everything: {sum(minutes.values()):.1f} min, the sum of each step's "
-        f"time as it ran (minutes per entry: {timing}; the last invocation took {this_run / 60:.1f} min). "
+        f"Time to train and evaluate the entries below: {sum(minutes.values()):.1f} min, the sum of each "
+        f"step's time as it ran (minutes per entry: {timing}; the last invocation took {this_run / 60:.1f} min). "
+        f"Not run yet: {', '.join(missing) if missing else 'nothing'}. "
         f"Fashion-MNIST in; budgets: the `ENTRIES` table of bench/run_all.py. AUROC heat map: "
         f"[bench/figures/{figure.name}](bench/figures/{figure.name}).", "",
         "AUROC at a glance (Fashion-MNIST in; higher = better detection):", "",
