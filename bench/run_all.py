@@ -241,6 +241,9 @@ def main():
     minutes = recorded_minutes(ENTRIES, runs)
     missing = [f"{e.name}/{scorer}" for e in ENTRIES for scorer in e.scorers
                if not (runs / e.name / "bench" / scorer / METRICS_FILE).exists()]
+    trained_before = [e.name for e in ENTRIES if (runs / e.name / "bench" / TIMES_FILE).exists()
+                      and not any(step.startswith("train")
+                                  for step in json.loads((runs / e.name / "bench" / TIMES_FILE).read_text()))]
     mode = "quick" if args.quick else "full"
     figure = FIGURES / f"run_all_{mode}.png"
     plot_summary(rows, figure, f"oodgen benchmark table ({mode})")
@@ -252,6 +255,8 @@ def main():
         f"Time to train and evaluate the entries below: {sum(minutes.values()):.1f} min, the sum of each "
         f"step's time as it ran (minutes per entry: {timing}; the last invocation took {this_run / 60:.1f} min). "
         f"Not run yet: {', '.join(missing) if missing else 'nothing'}. "
+        + (f"Found fully trained (their training time is not in the sum): {', '.join(trained_before)}. "
+           if trained_before else "") +
         f"Fashion-MNIST in; budgets: the `ENTRIES` table of bench/run_all.py. AUROC heat map: "
         f"[bench/figures/{figure.name}](bench/figures/{figure.name}).", "",
         "AUROC at a glance (Fashion-MNIST in; higher = better detection):", "",
