@@ -120,14 +120,10 @@ def _record_minutes(workdir: Path, step: str, seconds: float) -> None:
     path.write_text(json.dumps(times, indent=1))
 
 
-def recorded_minutes(entries: tuple[Entry, ...], runs: Path) -> dict[str, float]:
-    """Minutes each entry took, summed over its training and scorers as each was run (resumed runs included)."""
-    minutes = {}
-    for entry in entries:
-        path = runs / entry.name / "bench" / TIMES_FILE
-        if path.exists():
-            minutes[entry.name] = sum(json.loads(path.read_text()).values())
-    return minutes
+def recorded_steps(entries: tuple[Entry, ...], runs: Path) -> dict[str, dict[str, float]]:
+    """{entry: {step ("train" or a scorer): minutes it took as it ran}} for every entry with records."""
+    paths = {entry.name: runs / entry.name / "bench" / TIMES_FILE for entry in entries}
+    return {name: json.loads(path.read_text()) for name, path in paths.items() if path.exists()}
 
 
 def run(entries: tuple[Entry, ...], runs: Path, quick: bool) -> None:
@@ -238,12 +234,11 @@ def main():
     run(entries, runs, args.quick)
     this_run = time.perf_counter() - start
     rows = collect(ENTRIES, runs)          # every entry evaluated so far, not only this run's
-    minutes = recorded_minutes(ENTRIES, runs)
+    steps = recorded_steps(ENTRIES, runs)
+    minutes = {name: sum(per_step.values()) for name, per_step in steps.items()}
     missing = [f"{e.name}/{scorer}" for e in ENTRIES for scorer in e.scorers
                if not (runs / e.name / "bench" / scorer / METRICS_FILE).exists()]
-    trained_before = [e.name for e in ENTRIES if (runs / e.name / "bench" / TIMES_FILE).exists()
-                      and not any(step.startswith("train")
-                                  for step in json.loads((runs / e.name / "bench" / TIMES_FILE).read_text()))]
+    trained_before = [name for name, per_step in steps.items() if not any(s.startswith("train") for s in per_step)]
     mode = "quick" if args.quick else "full"
     figure = FIGURES / f"run_all_{mode}.png"
     plot_summary(rows, figure, f"oodgen benchmark table ({mode})")
