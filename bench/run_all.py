@@ -45,6 +45,7 @@ class Entry:
     overrides: tuple[str, ...] = ()    # for both modes
     scorer_overrides: tuple[tuple[str, tuple[str, ...]], ...] = ()   # (scorer, its own overrides); quick wins
     quick: tuple[str, ...] = ()        # quick mode only
+    full: tuple[str, ...] = ()         # full mode only
     references: tuple[tuple[str, str], ...] = ()   # (config.eval.<scorer>.workdir, entry whose workdir it is)
 
 
@@ -80,7 +81,11 @@ ENTRIES = (
           quick=("--config.train.steps=300",), references=(("background_ratio", "glow_background"),)),
     Entry("score_net", "configs/score_net_fashion_mnist.py", ("msma",),
           quick=("--config.train.steps=400",)),
+    # 1,300 network evaluations per image, 1.7 s per image on 2 CPU cores: the config's 500 images per set
+    # and 5,000 held-out images to z-score against would take 4 h there, so the full table scores 200 per
+    # set against 300 (minutes on a GPU: evaluate.py with the config's budget, BENCHMARKS ddpm_*_gpu).
     Entry("ddpm", "configs/ddpm_fashion_mnist.py", ("ddpm_reconstruction",),
+          full=("--config.eval.max_examples=200", "--config.eval.max_fit_examples=300"),
           quick=("--config.train.steps=300", "--config.model.num_filters=16", "--config.eval.max_examples=64",
                  "--config.eval.ddpm_reconstruction.num_sampling_steps=20")),
 )
@@ -93,9 +98,9 @@ PUBLISHED = {
 
 
 def entry_config(entry: Entry, runs: Path, quick: bool, scorer: str | None = None):
-    """The entry's config: its file and overrides, then `scorer`'s own, then quick mode's."""
+    """The entry's config: its file and overrides, then `scorer`'s own, then the mode's (quick or full)."""
     overrides = list(entry.overrides) + list(dict(entry.scorer_overrides).get(scorer, ()))
-    overrides += list(QUICK_EVAL) + list(entry.quick) if quick else []
+    overrides += list(QUICK_EVAL) + list(entry.quick) if quick else list(entry.full)
     overrides += [f"--config.eval.{scorer}.workdir={runs / ref}" for scorer, ref in entry.references]
     return parse_overrides(load_config_file(entry.config), overrides)
 
@@ -221,7 +226,10 @@ def main():
     parser.add_argument("--quick", action="store_true", help="small budgets: about 15-20 min on 2 CPU cores")
     parser.add_argument("--runs", default=None, help="workdir root (default: runs/bench_quick or runs/bench)")
     parser.add_argument("--only", default="", help="comma-separated entry names (default: all)")
-    parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    parser.add_argument("--no-write", action="store_true",
+                        help="print the table, leave BENCHMARKS.md and bench/figures alone")
+    parser.add_argument("--section", default=None,
+                        help="BENCHMARKS.md section and figure name (default: run_all_quick or run_all_full)")
     args = parser.parse_args()
     runs = Path(args.runs or ("runs/bench_quick" if args.quick else "runs/bench"))
     names = [n for n in args.only.split(",") if n]
@@ -240,9 +248,13 @@ def main():
                if not (runs / e.name / "bench" / scorer / METRICS_FILE).exists()]
     trained_before = [name for name, per_step in steps.items() if not any(s.startswith("train") for s in per_step)]
     mode = "quick" if args.quick else "full"
-    figure = FIGURES / f"run_all_{mode}.png"
-    plot_summary(rows, figure, f"oodgen benchmark table ({mode})")
-    command = f"python -m bench.run_all{' --quick' if args.quick else ''}"
+    section = args.section or f"run_all_{mode}"
+    figure = FIGURES / f"{section}.png"
+    if not args.no_write:
+        plot_summary(rows, figure, f"oodgen benchmark table ({mode})")
+    command = " ".join(["python -m bench.run_all", *(["--quick"] if args.quick else []),
+                        *([f"--only {args.only}"] if args.only else []),
+                        *([f"--section {args.section}"] if args.section else [])])
     timing = ", ".join(f"{name} {m:.1f}" for name, m in minutes.items())
     body = "\n".join([
         f"### The benchmark table ({mode} budgets)", "",
@@ -260,7 +272,7 @@ def main():
         markdown(rows)])
     print(body)
     if not args.no_write:
-        write_section(f"run_all_{mode}", body)
+        write_section(section, body)
 
 
 if __name__ == "__main__":

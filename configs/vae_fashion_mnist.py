@@ -66,6 +66,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.eval.num_samples = 16         # importance samples per example for the likelihood bound
     config.eval.batch_size = 500
     config.eval.max_examples = -1        # per dataset cap, -1: all
+    config.eval.max_fit_examples = -1    # cap on the held-out in-distribution images scorers fit on, -1: all
     config.eval.checkpoint = "best"      # "best" (lowest validation bits/dim) or "latest"
     config.eval.seed = 1
     # Settings of scorers that are not in eval.scorers by default (add them there to run them).

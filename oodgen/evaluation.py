@@ -40,6 +40,17 @@ def load_eval_sets(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
     return sets
 
 
+def load_fit_images(config: ml_collections.ConfigDict) -> np.ndarray:
+    """uint8[M, H, W, C]: the held-out in-distribution images scorers fit on (densities, z-scores), the
+    first `config.eval.max_fit_examples` of the validation split (-1 or absent: all of it)."""
+    cap = config.eval.get("max_fit_examples", -1)
+    if cap == 0 or cap < -1:
+        raise OodgenError(f"config.eval.max_fit_examples={cap} would leave scorers nothing to fit on; "
+                          "use -1 for the whole validation split or a positive cap")
+    _, fit_images = load_training_data(config)
+    return fit_images if cap == -1 else fit_images[:cap]
+
+
 def compute_metrics(scores: dict[str, dict[str, np.ndarray]], in_dist: str) -> dict:
     """{score name: {ood set: {metric: value}}}, each OOD set against the in-distribution set."""
     results = {}
@@ -176,7 +187,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     step, members = int(train_state.step), ensemble.settings(config).size
     params = ensemble.member(train_state.params, 0) if members > 1 else train_state.params  # single-model scorers
     eval_sets = load_eval_sets(config)
-    _, fit_images = load_training_data(config)
+    fit_images = load_fit_images(config)
     in_dist = config.data.test
 
     scores, units, maps = run_scorers(config, model, params, eval_sets, fit_images, mesh, train_state)

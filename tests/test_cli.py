@@ -52,6 +52,7 @@ def test_rerunning_train_resumes_instead_of_starting_over(trained):
     (["train.py", "--config", TINY, "--workdir", "{w}", "--config.train.stepz=3"], "unknown config key"),
     (["evaluate.py", "--workdir", "{w}", "--config.eval.ood=['nope']"], "unknown dataset"),
     (["evaluate.py", "--workdir", "{w}", "--config.eval.max_examples=0"], "empty"),
+    (["evaluate.py", "--workdir", "{w}", "--config.eval.max_fit_examples=-3"], "nothing to fit on"),
     (["evaluate.py", "--workdir", "{w}/missing"], "train there first"),
     (["evaluate.py", "--config", TINY, "--workdir", "{w}/missing"], "no checkpoints"),
 ])

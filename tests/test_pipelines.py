@@ -129,5 +129,12 @@ def test_score_net_msma_and_ddpm_reconstruction(tmp_path):
 
     test = load_eval_sets(config)[config.data.test]
     expected = zscore_mean(errors(test), errors(held_out))
-    np.testing.assert_allclose(np.load(tmp_path / "ddpm" / "scores.npz")[f"ddpm_reconstruction/{config.data.test}"],
-                               expected, rtol=1e-4, atol=1e-4)
+    uncapped = np.load(tmp_path / "ddpm" / "scores.npz")[f"ddpm_reconstruction/{config.data.test}"]
+    np.testing.assert_allclose(uncapped, expected, rtol=1e-4, atol=1e-4)
+
+    # eval.max_fit_examples: z-scored against the first 5 held-out images only
+    config.eval.max_fit_examples = 5
+    evaluate(config, tmp_path / "ddpm", outdir=tmp_path / "capped")
+    capped = np.load(tmp_path / "capped" / "scores.npz")[f"ddpm_reconstruction/{config.data.test}"]
+    np.testing.assert_allclose(capped, zscore_mean(errors(test), errors(held_out[:5])), rtol=1e-4, atol=1e-4)
+    assert np.abs(capped - uncapped).max() > 1e-3

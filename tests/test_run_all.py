@@ -52,3 +52,26 @@ def test_run_all_trains_once_evaluates_each_scorer_apart_resumes_and_tables(tmp_
 
     run_all.plot_summary(rows, tmp_path / "summary.png", "test")
     assert (tmp_path / "summary.png").stat().st_size > 1000
+
+    # main: --section names the BENCHMARKS.md section and the figure; --no-write touches neither
+    written = {}
+    monkeypatch.setattr(run_all, "ENTRIES", (TINY,))
+    monkeypatch.setattr(run_all, "FIGURES", tmp_path / "figures")
+    monkeypatch.setattr(run_all, "write_section", lambda name, body: written.update({name: body}))
+    monkeypatch.setattr("sys.argv", ["run_all", "--runs", str(tmp_path), "--section", "run_all_mine"])
+    run_all.main()
+    assert list(written) == ["run_all_mine"] and "--section run_all_mine" in written["run_all_mine"]
+    assert f"{rows[0]['auroc']:.3f}" in written["run_all_mine"] and "Not run yet: nothing" in written["run_all_mine"]
+    assert [p.name for p in (tmp_path / "figures").iterdir()] == ["run_all_mine.png"]
+    written.clear()
+    monkeypatch.setattr("sys.argv", ["run_all", "--runs", str(tmp_path), "--no-write"])
+    run_all.main()
+    assert not written and [p.name for p in (tmp_path / "figures").iterdir()] == ["run_all_mine.png"]
+
+
+def test_mode_only_overrides_reach_only_their_mode(tmp_path):
+    entry = Entry("vae", "configs/vae_fashion_mnist.py:tiny", ("log_likelihood",),
+                  quick=("--config.train.steps=3",), full=("--config.eval.max_fit_examples=7",))
+    full, quick = (run_all.entry_config(entry, tmp_path, quick=q) for q in (False, True))
+    assert (full.eval.max_fit_examples, full.train.steps) == (7, 4)
+    assert (quick.eval.max_fit_examples, quick.train.steps) == (-1, 3)
