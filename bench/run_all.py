@@ -106,12 +106,7 @@ def entry_config(entry: Entry, runs: Path, quick: bool, scorer: str | None = Non
 
 
 def trained(config, workdir: Path) -> bool:
-    if not workdir.exists():
-        return False
-    manager = checkpoints.checkpoint_manager(workdir, read_only=True)
-    latest = manager.latest_step()
-    manager.close()
-    return latest is not None and latest >= config.train.steps
+    return checkpoints.latest_step(workdir) >= config.train.steps
 
 
 TIMES_FILE = "minutes.json"   # <runs>/<entry>/bench/minutes.json: minutes each step took when it ran

@@ -32,6 +32,16 @@ def checkpoint_manager(workdir: str | os.PathLike, *, read_only: bool = False, m
                           "they are corrupt: restore them from a copy, or train again in a new --workdir") from None
 
 
+def latest_step(workdir: str | os.PathLike) -> int:
+    """The step of the latest checkpoint in `<workdir>/checkpoints`; 0 when there is none. Reads only."""
+    if not (Path(workdir) / CHECKPOINT_DIR).is_dir():
+        return 0
+    manager = checkpoint_manager(workdir, read_only=True)
+    step = manager.latest_step()
+    manager.close()
+    return step or 0
+
+
 def save(manager: ocp.CheckpointManager, step: int, state: chex.ArrayTree,
          metrics: dict[str, float] | None = None) -> None:
     """Saves `state` (a pytree) as `step`; orbax writes to a temporary directory and renames it."""

@@ -26,7 +26,9 @@ def test_batches_cover_each_epoch_without_repeats():
 
 def test_resumed_training_equals_uninterrupted(tmp_path):
     straight = train(_config("--config.train.steps=4"), tmp_path / "straight")
+    assert checkpoints.latest_step(tmp_path / "resumed") == 0  # nothing there yet
     train(_config("--config.train.steps=2"), tmp_path / "resumed")
+    assert checkpoints.latest_step(tmp_path / "resumed") == 2
     resumed = train(_config("--config.train.steps=4"), tmp_path / "resumed")
     assert int(straight.step) == int(resumed.step) == 4
     for a, b in zip(_leaves(straight), _leaves(resumed)):
