@@ -224,7 +224,8 @@ def main():
     parser.add_argument("--no-write", action="store_true",
                         help="print the table, leave BENCHMARKS.md and bench/figures alone")
     parser.add_argument("--section", default=None,
-                        help="BENCHMARKS.md section and figure name (default: run_all_quick or run_all_full)")
+                        help="BENCHMARKS.md section and figure name, holding only this run's entries "
+                             "(default: run_all_quick or run_all_full, holding every entry evaluated so far)")
     args = parser.parse_args()
     runs = Path(args.runs or ("runs/bench_quick" if args.quick else "runs/bench"))
     names = [n for n in args.only.split(",") if n]
@@ -236,10 +237,12 @@ def main():
     start = time.perf_counter()
     run(entries, runs, args.quick)
     this_run = time.perf_counter() - start
-    rows = collect(ENTRIES, runs)          # every entry evaluated so far, not only this run's
-    steps = recorded_steps(ENTRIES, runs)
+    # the default sections hold every entry evaluated so far; a --section of its own, only this run's
+    covered = entries if args.section else ENTRIES
+    rows = collect(covered, runs)
+    steps = recorded_steps(covered, runs)
     minutes = {name: sum(per_step.values()) for name, per_step in steps.items()}
-    missing = [f"{e.name}/{scorer}" for e in ENTRIES for scorer in e.scorers
+    missing = [f"{e.name}/{scorer}" for e in covered for scorer in e.scorers
                if not (runs / e.name / "bench" / scorer / METRICS_FILE).exists()]
     trained_before = [name for name, per_step in steps.items() if not any(s.startswith("train") for s in per_step)]
     mode = "quick" if args.quick else "full"
@@ -252,7 +255,8 @@ def main():
                         *([f"--section {args.section}"] if args.section else [])])
     timing = ", ".join(f"{name} {m:.1f}" for name, m in minutes.items())
     body = "\n".join([
-        f"### The benchmark table ({mode} budgets)", "",
+        f"### The benchmark table ({mode} budgets)" + (f": {', '.join(e.name for e in covered)}"
+                                                        if args.section else ""), "",
         f"Machine: {machine_description()}. Command: `{command}` (workdirs under `{runs}`). "
         f"Time to train and evaluate the entries below: {sum(minutes.values()):.1f} min, the sum of each "
         f"step's time as it ran (minutes per entry: {timing}; the last invocation took {this_run / 60:.1f} min). "

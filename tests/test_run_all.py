@@ -55,16 +55,22 @@ def test_run_all_trains_once_evaluates_each_scorer_apart_resumes_and_tables(tmp_
 
     # main: --section names the BENCHMARKS.md section and the figure; --no-write touches neither
     written = {}
-    monkeypatch.setattr(run_all, "ENTRIES", (TINY,))
+    # (a second entry, never run: the default section lists it as not run yet, an own section leaves it out)
+    monkeypatch.setattr(run_all, "ENTRIES", (TINY, Entry("other", TINY.config, ("log_likelihood",))))
     monkeypatch.setattr(run_all, "FIGURES", tmp_path / "figures")
     monkeypatch.setattr(run_all, "write_section", lambda name, body: written.update({name: body}))
-    monkeypatch.setattr("sys.argv", ["run_all", "--runs", str(tmp_path), "--section", "run_all_mine"])
+    monkeypatch.setattr("sys.argv", ["run_all", "--runs", str(tmp_path), "--only", "vae", "--section", "run_all_mine"])
     run_all.main()
-    assert list(written) == ["run_all_mine"] and "--section run_all_mine" in written["run_all_mine"]
+    assert list(written) == ["run_all_mine"] and "--only vae --section run_all_mine" in written["run_all_mine"]
     assert f"{rows[0]['auroc']:.3f}" in written["run_all_mine"] and "Not run yet: nothing" in written["run_all_mine"]
     assert [p.name for p in (tmp_path / "figures").iterdir()] == ["run_all_mine.png"]
     written.clear()
-    monkeypatch.setattr("sys.argv", ["run_all", "--runs", str(tmp_path), "--no-write"])
+    monkeypatch.setattr("sys.argv", ["run_all", "--runs", str(tmp_path), "--only", "vae"])
+    run_all.main()
+    assert list(written) == ["run_all_full"] and "Not run yet: other/log_likelihood." in written["run_all_full"]
+    written.clear()
+    (tmp_path / "figures" / "run_all_full.png").unlink()
+    monkeypatch.setattr("sys.argv", ["run_all", "--runs", str(tmp_path), "--only", "vae", "--no-write"])
     run_all.main()
     assert not written and [p.name for p in (tmp_path / "figures").iterdir()] == ["run_all_mine.png"]
 
