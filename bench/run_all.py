@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 from bench.runner import machine_description, write_section  # noqa: E402
 from oodgen import checkpoints  # noqa: E402
 from oodgen.config import load_config_file, parse_overrides  # noqa: E402
-from oodgen.evaluation import METRICS_FILE, evaluate  # noqa: E402
+from oodgen.evaluation import METRICS_FILE, auroc_cell, evaluate  # noqa: E402
 from oodgen.training import train  # noqa: E402
 
 FIGURES = Path(__file__).resolve().parent / "figures"
@@ -168,9 +168,8 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| model | score | OOD set | AUROC [95% CI] | AUPRC-in | AUPRC-out | FPR@95 | published AUROC |",
              "|---|---|---|---:|---:|---:|---:|---|"]
     for r in rows:
-        lo, hi = r["auroc_ci95"]
         published = PUBLISHED.get((r["score"], r["ood"].split(":")[0]), "")
-        lines.append(f"| {r['model']} | {r['score']} | {r['ood']} | {r['auroc']:.3f} [{lo:.3f}, {hi:.3f}] | "
+        lines.append(f"| {r['model']} | {r['score']} | {r['ood']} | {auroc_cell(r)} | "
                      f"{r['auprc_in']:.3f} | {r['auprc_out']:.3f} | {r['fpr95']:.3f} | {published} |")
     return "\n".join(lines)
 

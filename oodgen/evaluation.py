@@ -65,6 +65,12 @@ def compute_metrics(scores: dict[str, dict[str, np.ndarray]], in_dist: str) -> d
     return results
 
 
+def auroc_cell(m: dict) -> str:
+    """"AUROC [lo, hi]" of one metrics row (`compute_metrics`), three decimals."""
+    lo, hi = m["auroc_ci95"]
+    return f"{m['auroc']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
 def markdown_table(results: dict, scores: dict[str, dict[str, np.ndarray]], in_dist: str) -> str:
     """One row per (scorer, OOD set): mean scores, AUROC (95% CI), AUPRC in/out, FPR@80/95, error."""
     lines = [f"In-distribution: `{in_dist}`. Higher score = more OOD.", "",
@@ -74,10 +80,9 @@ def markdown_table(results: dict, scores: dict[str, dict[str, np.ndarray]], in_d
     for scorer in scores:
         mean_in = scores[scorer][in_dist].mean()
         for name, m in results[scorer].items():
-            lo, hi = m["auroc_ci95"]
             lines.append(
                 f"| {scorer} | {name} | {len(scores[scorer][name])} | {mean_in:.3f} / "
-                f"{scores[scorer][name].mean():.3f} | {m['auroc']:.3f} [{lo:.3f}, {hi:.3f}] | "
+                f"{scores[scorer][name].mean():.3f} | {auroc_cell(m)} | "
                 f"{m['auprc_in']:.3f} | {m['auprc_out']:.3f} | {m['fpr80']:.3f} | {m['fpr95']:.3f} | "
                 f"{m['detection_error']:.3f} |")
     return "\n".join(lines)
