@@ -36,9 +36,9 @@ def run_stage(workdir: Path, steps: int) -> dict:
 
 def held_out_losses(workdir: Path) -> dict[int, float]:
     """{step: σ²-weighted denoising loss on the held-out images}, as the training log records it at each
-    checkpoint (its "val_bits_per_dim", a surrogate)."""
+    checkpoint (its "val_denoising_loss")."""
     records = [json.loads(line) for line in (workdir / TRAIN_LOG).read_text().splitlines()]
-    return {r["step"]: r["val_bits_per_dim"] for r in records if "val_bits_per_dim" in r}
+    return {r["step"]: r["val_denoising_loss"] for r in records if "val_denoising_loss" in r}
 
 
 def main():
@@ -66,7 +66,7 @@ def main():
         f"(workdir `{workdir}`): the default `{CONFIG}` network (16 filters, batch 64, constant learning "
         "rate after warm-up) trained in stages, each stage's latest checkpoint scored on 500 images per set, "
         "GMM and kNN fitted on the first 2,000 held-out images. Held-out loss: the denoising loss on the "
-        "5,000 held-out images at that step, as train_metrics.jsonl logs it (its `val_bits_per_dim`).", "",
+        "5,000 held-out images at that step, as train_metrics.jsonl logs it (its `val_denoising_loss`).", "",
         *lines])
     print(body)
     if not args.no_write:

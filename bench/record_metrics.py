@@ -12,7 +12,7 @@ import numpy as np
 
 from bench.runner import machine_description, write_section
 from oodgen.config import load_saved_config
-from oodgen.evaluation import METRICS_FILE, SCORES_FILE, kl_table, markdown_table
+from oodgen.evaluation import METRICS_FILE, SCORES_FILE, markdown_table
 
 
 def main():
@@ -35,7 +35,7 @@ def main():
     scores: dict[str, dict[str, np.ndarray]] = {}
     for key in loaded.files:
         scorer, dataset = key.split("/", 1)
-        if scorer in results and scorer != "kl_per_level":
+        if scorer in results:
             scores.setdefault(scorer, {})[dataset] = loaded[key]
     steps = config.train.steps
     body = "\n".join([
@@ -46,7 +46,6 @@ def main():
         f"Machine: {args.machine or machine_description()}.",
         *([args.notes, ""] if args.notes else [""]),
         markdown_table(results, scores, config.data.test),
-        *(["", kl_table(results["kl_per_level"])] if "kl_per_level" in results else []),
     ])
     write_section(args.section, body)
 

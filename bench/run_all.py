@@ -157,8 +157,6 @@ def collect(entries: tuple[Entry, ...], runs: Path) -> list[dict]:
             if not path.exists():
                 continue
             for score, per_set in json.loads(path.read_text()).items():
-                if score == "kl_per_level":
-                    continue
                 for ood, m in per_set.items():
                     rows.append(dict(model=entry.name, score=score, ood=ood, **m))
     return rows

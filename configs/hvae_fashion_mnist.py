@@ -38,7 +38,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.train.log_every = 100
     config.train.checkpoint_every = 1000
 
-    config.eval.scorers = ["hvae_llr"]
+    config.eval.scorers = ["hvae_llr", "kl_per_level"]  # kl_per_level: the mean KL of every level, tabled and plotted
     config.eval.num_samples = 8          # importance samples for L and every L^{>k}
     config.eval.batch_size = 100
     config.eval.max_examples = 2000      # per set: every k at S=8 costs ~25 top-down passes per image on CPU

@@ -11,13 +11,13 @@ from oodgen.errors import OodgenError
 
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"
-BEST_METRIC = "val_bits_per_dim"
+BEST_METRIC = "val_loss"  # lower is better: bits/dim, or a denoising loss (oodgen.training.held_out_metric)
 
 
 def checkpoint_manager(workdir: str | os.PathLike, *, read_only: bool = False, max_to_keep: int | None = None,
                        best: bool = False) -> ocp.CheckpointManager:
     """A manager for `<workdir>/checkpoints` (the latest few) or `<workdir>/best` (the one with the lowest
-    validation bits/dim). `read_only` never creates, writes or deletes anything."""
+    held-out loss). `read_only` never creates, writes or deletes anything."""
     directory = Path(workdir).absolute() / (BEST_DIR if best else CHECKPOINT_DIR)
     if read_only and not directory.is_dir():
         raise OodgenError(f"no checkpoints in {str(directory)!r}: run train.py --workdir {workdir} first")

@@ -2,10 +2,10 @@
 and every OOD set, and write scores.npz, metrics.json and PNG plots into the workdir.
 """
 
-import functools
 import io
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -16,8 +16,9 @@ from tqdm.auto import tqdm
 from oodgen import data, ensemble, metrics, plots, sharding
 from oodgen.errors import OodgenError
 from oodgen.models import build_model
-from oodgen.restore import restore_state
+from oodgen.restore import load_trained_model, restore_state
 from oodgen.scorers import build_scorer
+from oodgen.scorers.ratios import Reference
 from oodgen.training import load_training_data
 from oodgen.validation import check_images
 
@@ -40,14 +41,20 @@ def load_eval_sets(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
     return sets
 
 
-def load_fit_images(config: ml_collections.ConfigDict) -> np.ndarray:
+def load_fit_images(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> np.ndarray:
     """uint8[M, H, W, C]: the held-out in-distribution images scorers fit on (densities, z-scores), the
-    first `config.eval.max_fit_examples` of the validation split (-1 or absent: all of it)."""
+    first `config.eval.max_fit_examples` of the validation split (-1 or absent: all of it).
+
+    Refused (one-line OodgenError) unless the validation split is the one the model in `workdir` was
+    trained with (its split.json, oodgen.heldout): another split would fit on training images."""
+    from oodgen import heldout
+
     cap = config.eval.get("max_fit_examples", -1)
     if cap == 0 or cap < -1:
         raise OodgenError(f"config.eval.max_fit_examples={cap} would leave scorers nothing to fit on; "
                           "use -1 for the whole validation split or a positive cap")
     _, fit_images = load_training_data(config)
+    heldout.check_split(workdir, config, fit_images)
     return fit_images if cap == -1 else fit_images[:cap]
 
 
@@ -114,66 +121,69 @@ def write_outputs(out_dir: Path, scores: dict[str, dict[str, np.ndarray]], resul
                                   in_dist_name=in_dist)
 
 
-def named_scores(scorer, state, images: np.ndarray) -> dict[str, np.ndarray]:
-    """{score name: f32[N]}: every score a scorer gives in one pass (`score_all`), else its one score."""
-    if hasattr(scorer, "score_all"):
-        return scorer.score_all(state, images)
-    return {scorer.name: scorer.score(state, images)}
-
-
 PIXEL_MAP_EXAMPLES = 4
 
 
-def run_scorers(config: ml_collections.ConfigDict, model, params, eval_sets: dict[str, np.ndarray],
-                fit_images: np.ndarray, mesh, train_state=None
-                ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str], dict]:
-    """({score name: {dataset: f32[N]}}, {score name: units}, pixel maps) for every scorer in
-    config.eval.scorers; pixel maps: {scorer: {dataset: f32[n, H, W]}} of the first few images of each set,
-    from scorers that have them (`pixel_maps`). Scorers over several parameter sets (`stacked_params`, the
-    `ensemble` scorer) are fitted on the sets they take from the restored `train_state`; the others on `params`."""
+def reference_resolver(eval_config: ml_collections.ConfigDict, mesh) -> Callable[[str], Reference]:
+    """scorer name -> the `Reference` trained in `config.eval.<name>.workdir` (restored read-only)."""
+    def resolve(name: str) -> Reference:
+        setting = f"config.eval.{name}.workdir"
+        workdir = (eval_config.get(name, None) or {}).get("workdir", "")
+        if not workdir:
+            raise OodgenError(f"{setting} is not set; point it at the workdir of the trained reference model")
+        _, model, params = load_trained_model(workdir, mesh, what=setting)
+        return Reference(model, params, f"{setting}={str(workdir)!r}")
+    return resolve
+
+
+def build_scorers(config: ml_collections.ConfigDict, model, mesh) -> list:
+    """Every scorer of config.eval.scorers, each (scorer, model) pair checked: one-line refusals come here,
+    before any checkpoint or dataset is read."""
+    if not config.eval.scorers:
+        raise OodgenError("config.eval.scorers is empty; name at least one scorer, e.g. log_likelihood")
+    references = reference_resolver(config.eval, mesh)
+    return [build_scorer(name, model, config.eval, mesh, references) for name in config.eval.scorers]
+
+
+def run_scorers(scorers: list, params, eval_sets: dict[str, np.ndarray], fit_images: np.ndarray, train_state=None
+                ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str], dict, set[str]]:
+    """({score name: {dataset: f32[N]}}, {score name: units}, pixel maps, report scores) for the built
+    `scorers`; pixel maps: {scorer: {dataset: f32[n, H, W]}} of the first few images of each set, from scorers
+    that have them; report scores: the names of the scores of `feature_report` scorers. Scorers over
+    several parameter sets (`needs_stacked_params`, the `ensemble` scorer) are fitted on the sets they take
+    from the restored `train_state`; the others on `params`."""
     scores: dict[str, dict[str, np.ndarray]] = {}
     units: dict[str, str] = {}
     maps: dict[str, dict[str, np.ndarray]] = {}
-    for scorer_name in config.eval.scorers:
-        scorer = build_scorer(scorer_name, model, config.eval, mesh)
-        if hasattr(scorer, "stacked_params"):
+    reported: set[str] = set()
+    for scorer in scorers:
+        if scorer.needs_stacked_params:
             if train_state is None:
-                raise OodgenError(f"scorer {scorer_name!r} needs the restored train state; pass train_state")
+                raise OodgenError(f"scorer {scorer.name!r} needs the restored train state; pass train_state")
             state = scorer.fit(scorer.stacked_params(train_state), fit_images)
         else:
             state = scorer.fit(params, fit_images)
-        if hasattr(scorer, "pixel_maps") and scorer.has_pixel_maps(state):
-            maps[scorer_name] = {spec: scorer.pixel_maps(state, images[:PIXEL_MAP_EXAMPLES])
+        if scorer.has_pixel_maps(state):
+            maps[scorer.name] = {spec: scorer.pixel_maps(state, images[:PIXEL_MAP_EXAMPLES])
                                  for spec, images in eval_sets.items()}
-        for spec, images in tqdm(eval_sets.items(), desc=scorer_name, unit="set"):
-            for score_name, values in named_scores(scorer, state, images).items():
+        for spec, images in tqdm(eval_sets.items(), desc=scorer.name, unit="set"):
+            for score_name, values in scorer.score_all(state, images).items():
                 if not np.all(np.isfinite(values)):
-                    raise OodgenError(f"scorer {scorer_name!r} gave non-finite {score_name!r} scores on {spec!r}; "
+                    raise OodgenError(f"scorer {scorer.name!r} gave non-finite {score_name!r} scores on {spec!r}; "
                                       "the checkpoint may have diverged")
                 scores.setdefault(score_name, {})[spec] = values
-                units[score_name] = getattr(scorer, "score_units", {}).get(score_name, scorer.units)
-    return scores, units, maps
+                units[score_name] = scorer.score_units.get(score_name, scorer.units)
+                if scorer.feature_report:
+                    reported.add(score_name)
+    return scores, units, maps, reported
 
 
-def kl_per_level(model, params, images: np.ndarray, *, seed: int, batch_size: int, mesh) -> np.ndarray:
-    """Analytic KL(q || p) of every latent level, one posterior sample per image: f32[N, L], nats."""
-    fn = functools.partial(_kl_per_level, model)
-    return sharding.map_batches(fn, images, rng=jax.random.key(seed), batch_size=batch_size, mesh=mesh,
-                                params=params)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _kl_per_level(model, params, images: jax.Array, keys: jax.Array) -> jax.Array:
-    return model.elbo_terms(params, images, keys)[1].T
-
-
-def kl_table(kl_means: dict[str, list[float]]) -> str:
-    """Markdown: mean KL per level (nats) for each dataset."""
-    num_levels = len(next(iter(kl_means.values())))
-    lines = ["Mean KL(q(z_i|.) || p(z_i|z_>i)) per latent level, nats (level 1 = closest to the pixels):", "",
-             "| dataset | " + " | ".join(f"z{i + 1}" for i in range(num_levels)) + " |",
-             "|---|" + "---:|" * num_levels]
-    lines += [f"| {name} | " + " | ".join(f"{v:.2f}" for v in means) + " |" for name, means in kl_means.items()]
+def means_table(scores: dict[str, dict[str, np.ndarray]], names: list[str]) -> str:
+    """Markdown: the mean of each score in `names` (columns) for each dataset (rows)."""
+    sets = list(scores[names[0]])
+    lines = ["Mean of each feature score per set:", "", "| dataset | " + " | ".join(names) + " |",
+             "|---|" + "---:|" * len(names)]
+    lines += [f"| {spec} | " + " | ".join(f"{scores[n][spec].mean():.2f}" for n in names) + " |" for spec in sets]
     return "\n".join(lines)
 
 
@@ -181,33 +191,33 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
              mesh: jax.sharding.Mesh | None = None, outdir: str | os.PathLike | None = None) -> tuple[dict, str]:
     """Runs every configured scorer on every configured set; returns (metrics, Markdown report).
 
-    Outputs go to `outdir` (default: the workdir), so several evaluations of one model can coexist.
+    Every (scorer, model) pair is checked before anything is read. Outputs go to `outdir` (default: the
+    workdir), so several evaluations of one model can coexist.
     """
     ensemble.check_eval_config(config)
     mesh = sharding.data_mesh() if mesh is None else mesh
     workdir = Path(workdir)
     outdir = workdir if outdir is None else Path(outdir)
     model = build_model(config.model, tuple(config.data.image_shape))
+    scorers = build_scorers(config, model, mesh)
     train_state = restore_state(config, workdir, model, mesh)
     step, members = int(train_state.step), ensemble.settings(config).size
     params = ensemble.member(train_state.params, 0) if members > 1 else train_state.params  # single-model scorers
     eval_sets = load_eval_sets(config)
-    fit_images = load_fit_images(config)
+    fit_images = load_fit_images(config, workdir)
     in_dist = config.data.test
 
-    scores, units, maps = run_scorers(config, model, params, eval_sets, fit_images, mesh, train_state)
+    scores, units, maps, reported = run_scorers(scorers, params, eval_sets, fit_images, train_state)
     results = compute_metrics(scores, in_dist)
     note = f"Ensemble of {members} members; single-model scores use member 0. " if members > 1 else ""
-    report = [f"Checkpoint step {step}. {note}" + markdown_table(results, scores, in_dist)]
-    extra_arrays = {}
-    if hasattr(model, "elbo_terms"):
-        kls = {spec: kl_per_level(model, params, images, seed=config.eval.seed, batch_size=config.eval.batch_size,
-                                  mesh=mesh) for spec, images in eval_sets.items()}
-        results["kl_per_level"] = {spec: kl.mean(axis=0).tolist() for spec, kl in kls.items()}
-        extra_arrays = {f"kl_per_level/{spec}": kl for spec, kl in kls.items()}
-        report.append(kl_table(results["kl_per_level"]))
-    extra_arrays.update({f"pixel_map/{scorer}/{spec}": m for scorer, per_set in maps.items()
-                         for spec, m in per_set.items()})
+    header = (f"Checkpoint step {step} ({config.eval.get('checkpoint', 'latest')}), {config.eval.num_samples} "
+              f"importance samples per bound, {len(fit_images)} held-out images to fit on. {note}")
+    report = [header + markdown_table(results, scores, in_dist)]
+    feature_scores = [name for name in scores if name in reported]
+    if feature_scores:
+        report.append(means_table(scores, feature_scores))
+    extra_arrays = {f"pixel_map/{scorer}/{spec}": m for scorer, per_set in maps.items()
+                    for spec, m in per_set.items()}
     if not sharding.is_main_process():  # every process holds every score; only process 0 writes files
         return results, "\n\n".join(report)
     write_outputs(outdir, scores, results, units, in_dist, extra_arrays)
@@ -215,7 +225,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
         plots.plot_pixel_maps({spec: eval_sets[spec][:PIXEL_MAP_EXAMPLES] for spec in per_set}, per_set,
                               outdir / PLOTS_DIR / f"pixel_map_{scorer}.png",
                               title=f"{scorer} per pixel (red = evidence for OOD)", units="bits per pixel")
-    if "kl_per_level" in results:
-        plots.plot_kl_per_level({spec: kl for spec, kl in kls.items()}, outdir / PLOTS_DIR / "kl_per_level.png",
-                                in_dist_name=in_dist)
+    if feature_scores:
+        plots.plot_feature_means({spec: np.stack([scores[n][spec] for n in feature_scores], axis=1)
+                                  for spec in eval_sets}, feature_scores, outdir / PLOTS_DIR / "feature_means.png",
+                                 in_dist_name=in_dist)
     return results, "\n\n".join(report)

@@ -1,7 +1,8 @@
 """Training objectives: the mean negative bound, and the ELBO with KL warm-up and free nats.
 
 An objective is `(params, images uint8 [B, ...], keys key[B], step) -> (loss, metrics)`, where
-`metrics["neg_elbo"]` is the unmodified negative ELBO (nats, batch mean) that progress reports show.
+`metrics["neg_elbo"]` is the unmodified negative ELBO (nats, batch mean) that progress reports show
+(`metrics["denoising_loss"]` for a model whose loss is a denoising surrogate).
 A background model (Ren et al. 2019) wraps an objective with input perturbation and an L2 penalty.
 """
 
@@ -13,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from oodgen.models import capabilities as caps
 from oodgen.perturbation import perturb
 
 Objective = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
@@ -20,10 +22,11 @@ Objective = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 
 def mean_negative_bound(model, params, images: jax.Array, keys: jax.Array,
                         step: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """mean_b model.loss: the plain maximum-likelihood objective of any model."""
+    """mean_b model.loss: the plain maximum-likelihood objective of any likelihood model, reported as
+    "neg_elbo" (nats); for a denoising surrogate the mean denoising loss, reported as "denoising_loss"."""
     del step
-    neg_elbo = jnp.mean(model.loss(params, images, keys))
-    return neg_elbo, {"neg_elbo": neg_elbo}
+    loss = jnp.mean(model.loss(params, images, keys))
+    return loss, {"neg_elbo" if caps.likelihood_kind(model.capabilities) else "denoising_loss": loss}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +94,7 @@ def make_objective(model, train_config: ml_collections.ConfigDict) -> Objective:
 
 
 def _base_objective(model, train_config: ml_collections.ConfigDict) -> Objective:
-    if not hasattr(model, "elbo_terms"):
+    if caps.LATENT_LEVELS not in model.capabilities:
         return functools.partial(mean_negative_bound, model)
     schedule = KLSchedule(warmup_steps=train_config.get("kl_warmup_steps", 0),
                           free_nats=train_config.get("free_nats", 0.0),

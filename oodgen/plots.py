@@ -158,27 +158,32 @@ def plot_histogram_grid(
     return save_figure_atomic(fig, path)
 
 
-def plot_kl_per_level(kls: dict[str, np.ndarray], path: str | os.PathLike, in_dist_name: str,
-                      title: str = "KL per latent level") -> Path:
-    """Mean KL (nats) per latent level, one line per dataset, with ±1.96 standard-error bars.
+def plot_feature_means(values: dict[str, np.ndarray], feature_names: list[str], path: str | os.PathLike,
+                       in_dist_name: str, title: str = "mean feature score per set",
+                       ylabel: str = "mean score") -> Path:
+    """Mean of each feature, one line per dataset, with ±1.96 standard-error bars.
 
-    ``kls[name]`` is f[N, L] (level 1 = closest to the pixels). The picture behind LLR^{>k}: OOD data
-    spends its extra KL in the lowest levels, or in the levels above them.
+    ``values[name]`` is f[N, F], column j the feature ``feature_names[j]`` (e.g. the KL of latent level
+    j + 1: OOD data spends its extra KL in the lowest levels, the picture behind LLR^{>k}). Log y-axis when
+    every value is positive.
     """
-    _check_named(kls, "kls")
+    _check_named(values, "values")
     fig, ax = _new_figure()
-    for name, kl in kls.items():
-        kl = np.asarray(kl, dtype=np.float64)
-        if kl.ndim != 2 or not np.all(np.isfinite(kl)):
-            raise OodgenError(f"KL values for {name!r} must be a finite [N, L] array; got shape {kl.shape}")
-        levels = np.arange(1, kl.shape[1] + 1)
-        error = 1.96 * kl.std(axis=0) / np.sqrt(kl.shape[0])
+    positive = True
+    for name, v in values.items():
+        v = np.asarray(v, dtype=np.float64)
+        if v.ndim != 2 or v.shape[1] != len(feature_names) or not np.all(np.isfinite(v)):
+            raise OodgenError(f"values for {name!r} must be a finite [N, {len(feature_names)}] array; "
+                              f"got shape {v.shape}")
+        positive = positive and bool(np.all(v > 0))
+        columns = np.arange(1, v.shape[1] + 1)
+        error = 1.96 * v.std(axis=0) / np.sqrt(v.shape[0])
         is_in = name == in_dist_name
-        ax.errorbar(levels, kl.mean(axis=0), yerr=error, marker="o", capsize=3,
+        ax.errorbar(columns, v.mean(axis=0), yerr=error, marker="o", capsize=3,
                     linewidth=2.5 if is_in else 1.2, color="black" if is_in else None, zorder=3 if is_in else 2,
                     label=f"{name} (in-dist)" if is_in else name)
-    ax.set(xlabel="latent level (1 = closest to the pixels)", ylabel="mean KL (nats)", title=title, yscale="log")
-    ax.set_xticks(levels)
+    ax.set(ylabel=ylabel, title=title, yscale="log" if positive else "linear")
+    ax.set_xticks(np.arange(1, len(feature_names) + 1), feature_names)
     ax.legend(fontsize="small")
     return save_figure_atomic(fig, path)
 

@@ -21,11 +21,13 @@ from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from oodgen import checkpoints, data, ensemble, likelihoods, sharding, swag
+from oodgen import checkpoints, data, ensemble, heldout, likelihoods, sharding, swag
 from oodgen.config import save_config
 from oodgen.errors import OodgenError
 from oodgen.models import build_model
+from oodgen.models import capabilities as caps
 from oodgen.objectives import Objective, make_objective, mean_negative_bound
+from oodgen.perturbation import perturb
 from oodgen.likelihoods import negative_log_likelihood_bpd
 from oodgen.validation import check_images
 
@@ -74,8 +76,9 @@ def train_step(model, objective: Objective, optimizer: optax.GradientTransformat
     (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(state.params, images, keys, state.step)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {**aux, "loss": loss, "bits_per_dim": likelihoods.bits_per_dim(aux["neg_elbo"], model.num_dims),
-               "grad_norm": optax.tree.norm(grads)}
+    metrics = {**aux, "loss": loss, "grad_norm": optax.tree.norm(grads)}
+    if "neg_elbo" in aux:  # likelihood models; a denoising surrogate has no bits/dim
+        metrics["bits_per_dim"] = likelihoods.bits_per_dim(aux["neg_elbo"], model.num_dims)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
@@ -188,31 +191,68 @@ def _check_finite(history: list[dict], step: int) -> None:
                 "config.train.grad_clip_norm and re-run (training resumes from the last checkpoint)")
 
 
-def validation_bits_per_dim(model, params: chex.ArrayTree, images: np.ndarray, rng: jax.Array,
-                            batch_size: int, mesh: Mesh) -> float:
-    """Mean negative ELBO on held-out images, in bits per dimension."""
-    fn = functools.partial(negative_log_likelihood_bpd, model, 1)
+HELD_OUT_PERTURBATION_SALT = 0x68656C64  # folded into key(config.seed): the held-out perturbation key
+
+
+def held_out_inputs(config: ml_collections.ConfigDict, images: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """The inputs the held-out loss is measured on: uint8[N, H, W, C] -> uint8[N, H, W, C].
+
+    The held-out images themselves, or, for a background model (config.train.perturbation_rate μ > 0), those
+    images perturbed once at rate μ, as it is trained: example i with key fold_in(fold_in(key(config.seed),
+    HELD_OUT_PERTURBATION_SALT), i), apart from the training keys, the same at every checkpoint and resume.
+    The background model's L2 penalty is a regulariser, not part of the held-out metric.
+    """
+    rate = config.train.get("perturbation_rate", 0.0)
+    if not 0.0 <= rate <= 1.0:
+        raise OodgenError(f"config.train.perturbation_rate={rate} must be in [0, 1] (the fraction μ of "
+                          "sub-pixels a background model's inputs have resampled); 0 trains a plain model")
+    if not rate:
+        return images
+    key = jax.random.fold_in(jax.random.key(config.seed), HELD_OUT_PERTURBATION_SALT)
+    keys = sharding.example_keys(key, jnp.arange(images.shape[0]))
+    fn = jax.jit(perturb, static_argnums=2)
+    return np.concatenate([np.asarray(fn(keys[i:i + chunk], jnp.asarray(images[i:i + chunk]), rate))
+                           for i in range(0, images.shape[0], chunk)])
+
+
+def held_out_metric(model) -> str:
+    """The name of the held-out loss logged for `model`: "val_bits_per_dim" (the negative one-sample bound,
+    likelihood models) or "val_denoising_loss" (models whose loss is a denoising surrogate)."""
+    return "val_bits_per_dim" if caps.likelihood_kind(model.capabilities) else "val_denoising_loss"
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def held_out_loss(model, params: chex.ArrayTree, images: jax.Array, keys: jax.Array) -> jax.Array:
+    """Per-example held-out loss in the units `held_out_metric` names: f32[B]."""
+    if caps.likelihood_kind(model.capabilities):
+        return negative_log_likelihood_bpd(model, 1, params, images, keys)
+    return model.denoising_loss(params, images, keys)
+
+
+def validation_loss(model, params: chex.ArrayTree, images: np.ndarray, rng: jax.Array,
+                    batch_size: int, mesh: Mesh) -> float:
+    """Mean held-out loss (`held_out_metric`: bits/dim, or the denoising loss) on held-out images."""
+    fn = functools.partial(held_out_loss, model)
     return float(sharding.map_batches(fn, images, rng=rng, batch_size=batch_size, mesh=mesh,
                                       params=params).mean())
 
 
-def members_validation_bits_per_dim(model, params: chex.ArrayTree, images: np.ndarray, rng: jax.Array,
-                                    batch_size: int, mesh: Mesh, member_loop: str = "auto") -> np.ndarray:
-    """Mean negative ELBO on held-out images of every member of stacked `params`, bits/dim: f32[M].
+def members_validation_loss(model, params: chex.ArrayTree, images: np.ndarray, rng: jax.Array,
+                            batch_size: int, mesh: Mesh, member_loop: str = "auto") -> np.ndarray:
+    """Mean held-out loss (`held_out_metric`) of every member of stacked `params`: f32[M].
 
     All members in one pass (vmapped or unrolled), with the same per-example keys, batch_size // M images a call."""
     size = jax.tree.leaves(params)[0].shape[0]
-    nll = functools.partial(_members_nll_bpd, model, ensemble.resolve_member_loop(member_loop))
-    return sharding.map_batches(nll, images, rng=rng, batch_size=max(1, batch_size // size), mesh=mesh,
+    loss = functools.partial(_members_held_out_loss, model, ensemble.resolve_member_loop(member_loop))
+    return sharding.map_batches(loss, images, rng=rng, batch_size=max(1, batch_size // size), mesh=mesh,
                                 params=params).mean(axis=0)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _members_nll_bpd(model, member_loop: str, params: chex.ArrayTree, images: jax.Array,
-                     keys: jax.Array) -> jax.Array:
-    """Negative ELBO of every member, bits/dim: f32[B, M]."""
-    return ensemble.map_members(lambda p: negative_log_likelihood_bpd(model, 1, p, images, keys),
-                                member_loop, params).T
+def _members_held_out_loss(model, member_loop: str, params: chex.ArrayTree, images: jax.Array,
+                           keys: jax.Array) -> jax.Array:
+    """Held-out loss of every member: f32[B, M]."""
+    return ensemble.map_members(lambda p: held_out_loss(model, p, images, keys), member_loop, params).T
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
@@ -220,7 +260,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     """Trains `config.model` for `config.train.steps`, resuming from the latest checkpoint in workdir.
 
     With config.ensemble.size = M > 1, trains M members together (stacked [M, ...], see oodgen.ensemble);
-    with config.swag.enabled, the checkpoints also hold SWAG statistics (oodgen.swag).
+    with config.swag.enabled, the checkpoints also hold SWAG statistics (oodgen.swag). The held-out split is
+    recorded in `<workdir>/split.json` (oodgen.heldout), and a resume with another split is refused. The
+    `best/` checkpoint has the lowest held-out loss on `held_out_inputs` (perturbed for a background model;
+    without its L2 penalty).
     """
     run = ensemble.settings(config)
     mesh = sharding.data_mesh() if mesh is None else mesh
@@ -233,6 +276,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     if (workdir / checkpoints.CHECKPOINT_DIR).is_dir():  # resuming: the same members and SWAG statistics
         ensemble.check_matches_saved(config, workdir, "resume")
     train_images, val_images = load_training_data(config)
+    if checkpoints.latest_step(workdir) > 0:   # resuming (or re-run when finished): the same held-out split
+        heldout.check_resume(workdir, config, val_images)
+    val_inputs = held_out_inputs(config, val_images)
     model = build_model(config.model, tuple(config.data.image_shape))
     optimizer = make_optimizer(config.train)
     init_key, step_key, val_key = ensemble.member_keys(config.seed, run.size)   # key[M] each for an ensemble
@@ -252,6 +298,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
         state = checkpoints.restore(manager, state)
     if sharding.is_main_process():
         save_config(config, workdir)
+    heldout.record_split(workdir, heldout.describe_split(config, train_images, val_images))
 
     objective = make_objective(model, config.train)
     step_fn = (make_ensemble_train_step(model, optimizer, mesh, objective, run.member_loop) if run.stacked
@@ -276,17 +323,18 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
                 summary = {"step": done, **{k: float(np.mean([m[k] for m in history])) for k in history[0]}}
                 if done % config.train.checkpoint_every == 0 or done == config.train.steps:
                     checkpoints.save(manager, done, state)
+                    metric = held_out_metric(model)
                     if run.stacked:  # the best checkpoint is the one with the lowest mean over members
-                        members_bpd = members_validation_bits_per_dim(
-                            model, state.params, val_images, val_key, config.eval.batch_size, mesh,
+                        members_loss = members_validation_loss(
+                            model, state.params, val_inputs, val_key, config.eval.batch_size, mesh,
                             run.member_loop)
-                        summary[checkpoints.BEST_METRIC] = float(members_bpd.mean())
-                        summary["val_bits_per_dim_members"] = members_bpd.tolist()
+                        summary[metric] = float(members_loss.mean())
+                        summary[f"{metric}_members"] = members_loss.tolist()
                     else:
-                        summary[checkpoints.BEST_METRIC] = validation_bits_per_dim(
-                            model, state.params, val_images, val_key, config.eval.batch_size, mesh)
-                    checkpoints.save(best_manager, done, state, {checkpoints.BEST_METRIC: summary[checkpoints.BEST_METRIC]})
-                progress.set_postfix(bpd=f"{summary['bits_per_dim']:.3f}")
+                        summary[metric] = validation_loss(
+                            model, state.params, val_inputs, val_key, config.eval.batch_size, mesh)
+                    checkpoints.save(best_manager, done, state, {checkpoints.BEST_METRIC: summary[metric]})
+                progress.set_postfix(loss=f"{summary.get('bits_per_dim', summary['loss']):.3f}")
                 log.write(json.dumps(summary) + "\n")
                 log.flush()
                 history = []

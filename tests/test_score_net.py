@@ -133,16 +133,21 @@ def test_msma_features_equal_a_python_loop(params, images):
 def test_loss_is_per_example(params, images):
     """An example's loss depends only on its image and key: not on its neighbours or its position."""
     keys = example_keys(jax.random.key(4), jnp.arange(6))
-    both = jax.jit(lambda im, k: (MODEL.loss(params, im, k), MODEL.log_prob(params, im, k),
-                                  MODEL.log_prob(params, im, k, num_samples=3)))
-    full, log_prob, surrogate = both(images, keys)
+    both = jax.jit(lambda im, k: (MODEL.loss(params, im, k), MODEL.denoising_loss(params, im, k)))
+    full, denoising = both(images, keys)
     assert full.shape == (6,) and np.all(np.isfinite(full))
     other = jnp.concatenate([images[:3], 255 - images[3:]])
     np.testing.assert_allclose(both(other, keys)[0][:3], full[:3], rtol=1e-5)
     np.testing.assert_allclose(both(images[::-1], keys[::-1])[0], full[::-1], rtol=1e-5)
-    np.testing.assert_allclose(log_prob, -full, rtol=1e-6)
-    assert surrogate.shape == (6,) and np.all(np.asarray(surrogate) <= 0)
-    assert not np.allclose(surrogate, log_prob)
+    np.testing.assert_array_equal(denoising, full)
+
+
+def test_is_not_a_likelihood_model():
+    """The score net declares a denoising surrogate, not a likelihood, and has no log_prob to misuse."""
+    from oodgen.models import capabilities as caps
+    assert caps.likelihood_kind(MODEL.capabilities) is None
+    assert {caps.DENOISING_SURROGATE, caps.SCORE_FUNCTION} <= MODEL.capabilities
+    assert not hasattr(MODEL, "log_prob")
 
 
 def test_training_moves_the_score_towards_the_closed_form(params):

@@ -68,12 +68,3 @@ def test_gradient_norm_scorer_features_groups_and_densities(params):
         GradientNormScorer(MODEL, batch_size=5, group_size=2)
     with pytest.raises(OodgenError, match="kernel 'fastest'"):
         GradientNormScorer(MODEL, kernel="fastest")
-
-
-def test_model_specific_scorers_refuse_other_models():
-    from oodgen.scorers.diffusion import DDPMReconstructionScorer
-    from oodgen.scorers.score_matching import MSMAScorer
-    with pytest.raises(OodgenError, match="needs a noise-conditional score network"):
-        MSMAScorer(MODEL)
-    with pytest.raises(OodgenError, match="needs a diffusion model"):
-        DDPMReconstructionScorer(MODEL)

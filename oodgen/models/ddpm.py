@@ -2,7 +2,8 @@
 
 Graham et al. 2023, "Denoising diffusion models for out-of-distribution detection": noise an input
 to several start times, denoise each back to t = 0 with a deterministic sampler, and score by the
-reconstruction error, z-scored per start time against validation data and averaged.
+reconstruction error, z-scored per start time against validation data and averaged (the z-scoring
+is the scorer's: `oodgen.scorers.diffusion`). The model has no `log_prob`: it is not a likelihood model.
 
 `DDPMModel` holds the hyper-parameters and exposes pure functions of `(params, images, rng)`;
 `UNet` is the flax module behind it. Images go in as uint8 [B, H, W, C] and are scaled to [-1, 1].
@@ -11,6 +12,7 @@ Timesteps are 0-based: t in [0, T), with ᾱ_t = prod_{s <= t} (1 - β_s).
 
 import dataclasses
 import math
+from typing import ClassVar
 
 import chex
 import flax.linen as nn
@@ -18,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from oodgen.models import capabilities as caps
 from oodgen.models.pixels import ImageShapeMixin
 from oodgen.models.vae import depth_to_space
 from oodgen.sharding import split_keys
@@ -79,31 +82,15 @@ def _beta_schedule(name: str, num_timesteps: int) -> np.ndarray:
     return np.clip(1 - f[1:] / f[:-1], 0.0, 0.999)
 
 
-def zscore_mean(errors: jax.Array, val_errors: jax.Array) -> jax.Array:
-    """Final DDPM OOD score, higher = more OOD: errors f32[N, S], val_errors f32[M, S] -> f32[N].
-
-    Each column (start step) is z-scored with the mean and (population) standard deviation of the
-    validation errors only, then averaged over S. A column with zero validation spread is only
-    centred (divided by 1).
-    """
-    errors, val_errors = jnp.asarray(errors), jnp.asarray(val_errors)
-    if errors.ndim != 2 or val_errors.ndim != 2 or errors.shape[1] != val_errors.shape[1]:
-        raise ValueError(f"need errors [N, S] and val_errors [M, S] with the same S; got "
-                         f"{errors.shape} and {val_errors.shape}")
-    if val_errors.shape[0] == 0:
-        raise ValueError("val_errors is empty; z-scoring needs validation errors")
-    mean = jnp.mean(val_errors, axis=0)
-    std = jnp.std(val_errors, axis=0)
-    std = jnp.where(std > 0, std, 1.0)
-    return jnp.mean((errors - mean) / std, axis=1)
-
-
 @dataclasses.dataclass(frozen=True)
 class DDPMModel(ImageShapeMixin):
     """A DDPM on uint8 images of `image_shape`, scaled to x = images / 127.5 - 1 in [-1, 1].
 
     Every public function is pure; `rng` is one key or one key per example (key[B]).
     """
+    kind: ClassVar[str] = "ddpm"
+    capabilities: ClassVar[frozenset[str]] = frozenset({caps.DENOISING_SURROGATE, caps.RECONSTRUCTION})
+    summary: ClassVar[str] = "ddpm offers a denoising (ε-prediction) loss and reconstructions, not a likelihood"
     image_shape: tuple[int, int, int] = (28, 28, 1)
     num_filters: int = 32
     num_timesteps: int = 1000
@@ -153,16 +140,10 @@ class DDPMModel(ImageShapeMixin):
         x_t = self.q_sample(self.preprocess(images), t, noise)
         return jnp.sum((noise - self.eps(params, x_t, t)) ** 2, axis=(1, 2, 3))
 
-    def log_prob(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array,
-                 num_samples: int = 1) -> jax.Array:
-        """A SURROGATE score, not a likelihood or a bound: minus the ε-prediction loss averaged over
-        `num_samples` draws of (t, ε), f32[B] (unitless; higher = more typical). Kept so generic
-        likelihood scorers run on a DDPM; the paper's score is `reconstruction_errors` + `zscore_mean`.
-        """
-        keys = split_keys(rng, images.shape[0])
-        sample_keys = jax.vmap(lambda k: jax.random.split(k, num_samples))(keys)    # [B, S]
-        losses = jax.vmap(self.loss, in_axes=(None, None, 1), out_axes=1)(params, images, sample_keys)
-        return -jnp.mean(losses, axis=1)
+    def denoising_loss(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array) -> jax.Array:
+        """The ε-prediction loss of `loss`, f32[B]: a denoising surrogate, NOT a likelihood or a bound (not
+        nats, never bits/dim). The loss gradient-norm features of this model are taken of."""
+        return self.loss(params, images, rng)
 
     def sampling_timesteps(self, num_sampling_steps: int) -> np.ndarray:
         """The deterministic sampler's timesteps τ_j = j·(T // n) for j in [0, n): int[n], ascending."""

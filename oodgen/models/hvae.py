@@ -16,6 +16,7 @@ across k so that the likelihood ratios L - L^{>k} compare like with like.
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import ClassVar
 
 import chex
 import flax.linen as nn
@@ -23,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from oodgen import likelihoods
+from oodgen.models import capabilities as caps
 from oodgen.models.pixels import PixelModelMixin
 from oodgen.models.vae import depth_to_space
 from oodgen.sharding import split_keys
@@ -88,25 +90,24 @@ def _gaussian_kl(mean_q, std_q, mean_p, std_p) -> jax.Array:
     return likelihoods.sum_per_example(per_dim)
 
 
-class HVAENet(nn.Module):
-    """Bottom-up and top-down networks of a ladder HVAE; see the module docstring for the structure."""
-    image_shape: tuple[int, int, int]
+def latent_shapes(image_shape: tuple[int, int, int], latent_channels: Sequence[int],
+                  latent_units: Sequence[int]) -> list[tuple[int, ...]]:
+    """Per-example shape of z_1 ... z_L (bottom to top): conv levels at halving resolutions, then dense."""
+    height, width, _ = image_shape
+    shapes = [(height // 2 ** (i + 1), width // 2 ** (i + 1), c) for i, c in enumerate(latent_channels)]
+    return shapes + [(u,) for u in latent_units]
+
+
+class HVAEInference(nn.Module):
+    """The inference network q: the deterministic bottom-up pass and the posterior heads of every level.
+
+    Its parameters are `params["encoder"]`, the only ones likelihood regret fine-tunes.
+    """
     width: int
     dense_width: int
     latent_channels: Sequence[int]
     latent_units: Sequence[int]
     blocks_per_level: int
-    out_features: int
-
-    @property
-    def num_levels(self) -> int:
-        return len(self.latent_channels) + len(self.latent_units)
-
-    def latent_shapes(self) -> list[tuple[int, ...]]:
-        """Per-example shape of z_1 ... z_L (bottom to top)."""
-        height, width, _ = self.image_shape
-        shapes = [(height // 2 ** (i + 1), width // 2 ** (i + 1), c) for i, c in enumerate(self.latent_channels)]
-        return shapes + [(u,) for u in self.latent_units]
 
     def setup(self):
         num_conv = len(self.latent_channels)
@@ -115,29 +116,10 @@ class HVAENet(nn.Module):
         self.down_to_dense = _conv(self.width, 4, 2)
         self.to_dense = _dense(self.dense_width)
         self.up_dense = [ResBlock(self.dense_width, dense=True) for _ in self.latent_units]
-
-        height, width, _ = self.image_shape
-        self.dense_grid = (height // 2 ** (num_conv + 1), width // 2 ** (num_conv + 1))
-        self.from_dense = _dense(math.prod(self.dense_grid) * self.width)
-        self.up_from_dense = _conv(4 * self.width)
-        self.priors = [GaussianHead(c, False) for c in self.latent_channels] + \
-                      [GaussianHead(u, True) for u in self.latent_units]
         self.posteriors = [GaussianHead(c, False) for c in self.latent_channels] + \
                           [GaussianHead(u, True) for u in self.latent_units]
-        self.z_in = [_conv(self.width) for _ in self.latent_channels] + \
-                    [_dense(self.dense_width) for _ in self.latent_units]
-        self.down_blocks = [[ResBlock(self.width) for _ in range(self.blocks_per_level)] for _ in range(num_conv)] + \
-                           [[ResBlock(self.dense_width, dense=True)] for _ in self.latent_units]
-        self.upsample = [_conv(4 * self.width) for _ in range(num_conv)]
-        self.out = nn.Conv(self.out_features, (3, 3))
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Initialises every parameter: one top-down pass with zero noise and all levels inferred."""
-        hs = self.bottom_up(x)
-        eps = [jnp.zeros((x.shape[0], *s)) for s in self.latent_shapes()]
-        return self.top_down(hs, eps, jnp.int32(0), True)[0]
-
-    def bottom_up(self, x: jax.Array) -> list[jax.Array]:
+    def __call__(self, x: jax.Array) -> list[jax.Array]:
         """x f32[B, H, W, C] -> [h_1, ..., h_L], the deterministic features each posterior sees."""
         hs = []
         h = x
@@ -153,6 +135,75 @@ class HVAENet(nn.Module):
             hs.append(h)
         return hs
 
+    def posterior(self, level: int, features: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(mean, std) of q(z_{level+1} | .) from the top-down state and h (concatenated, or h alone at the top)."""
+        return self.posteriors[level](features)
+
+
+class HVAEGenerative(nn.Module):
+    """The generative model p: conditional priors, the top-down pass and the pixel decoder."""
+    image_shape: tuple[int, int, int]
+    width: int
+    dense_width: int
+    latent_channels: Sequence[int]
+    latent_units: Sequence[int]
+    blocks_per_level: int
+    out_features: int
+
+    def setup(self):
+        num_conv = len(self.latent_channels)
+        height, width, _ = self.image_shape
+        self.dense_grid = (height // 2 ** (num_conv + 1), width // 2 ** (num_conv + 1))
+        self.from_dense = _dense(math.prod(self.dense_grid) * self.width)
+        self.up_from_dense = _conv(4 * self.width)
+        self.priors = [GaussianHead(c, False) for c in self.latent_channels] + \
+                      [GaussianHead(u, True) for u in self.latent_units]
+        self.z_in = [_conv(self.width) for _ in self.latent_channels] + \
+                    [_dense(self.dense_width) for _ in self.latent_units]
+        self.down_blocks = [[ResBlock(self.width) for _ in range(self.blocks_per_level)] for _ in range(num_conv)] + \
+                           [[ResBlock(self.dense_width, dense=True)] for _ in self.latent_units]
+        self.upsample = [_conv(4 * self.width) for _ in range(num_conv)]
+        self.out = nn.Conv(self.out_features, (3, 3))
+
+    def __call__(self, t: jax.Array) -> jax.Array:
+        """Initialises the pixel decoder only; the other layers are reached through `HVAENet.top_down`."""
+        return self.out(nn.swish(t))
+
+
+class HVAENet(nn.Module):
+    """A ladder HVAE: `encoder` (HVAEInference) and `decoder` (HVAEGenerative), see the module docstring."""
+    image_shape: tuple[int, int, int]
+    width: int
+    dense_width: int
+    latent_channels: Sequence[int]
+    latent_units: Sequence[int]
+    blocks_per_level: int
+    out_features: int
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.latent_channels) + len(self.latent_units)
+
+    def latent_shapes(self) -> list[tuple[int, ...]]:
+        """Per-example shape of z_1 ... z_L (bottom to top)."""
+        return latent_shapes(self.image_shape, self.latent_channels, self.latent_units)
+
+    def setup(self):
+        self.encoder = HVAEInference(self.width, self.dense_width, self.latent_channels, self.latent_units,
+                                     self.blocks_per_level)
+        self.decoder = HVAEGenerative(self.image_shape, self.width, self.dense_width, self.latent_channels,
+                                      self.latent_units, self.blocks_per_level, self.out_features)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Initialises every parameter: one top-down pass with zero noise and all levels inferred."""
+        hs = self.bottom_up(x)
+        eps = [jnp.zeros((x.shape[0], *s)) for s in self.latent_shapes()]
+        return self.top_down(hs, eps, jnp.int32(0), True)[0]
+
+    def bottom_up(self, x: jax.Array) -> list[jax.Array]:
+        """x f32[B, H, W, C] -> [h_1, ..., h_L], the deterministic features each posterior sees."""
+        return self.encoder(x)
+
     def top_down(self, hs: list[jax.Array], eps: list[jax.Array], k: jax.Array,
                  prior_mode: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
         """One top-down pass in which levels 1..k come from the conditional prior.
@@ -166,6 +217,7 @@ class HVAENet(nn.Module):
           (likelihood parameters f32[B, H, W, out_features], log p(z_i|.) - log q(z_i|.) f32[L, B],
            analytic KL(q || p) per level f32[L, B]); both are 0 for levels <= k.
         """
+        p = self.decoder
         num_conv = len(self.latent_channels)
         batch = hs[0].shape[0]
         log_ratios, kls = [None] * self.num_levels, [None] * self.num_levels
@@ -173,14 +225,14 @@ class HVAENet(nn.Module):
         for i in reversed(range(self.num_levels)):
             dense = i >= num_conv
             if i == num_conv - 1:  # first conv level below the dense ones: back to a feature map
-                t = self.from_dense(nn.swish(t)).reshape(batch, *self.dense_grid, self.width)
-                t = depth_to_space(self.up_from_dense(nn.swish(t)))
+                t = p.from_dense(nn.swish(t)).reshape(batch, *p.dense_grid, self.width)
+                t = depth_to_space(p.up_from_dense(nn.swish(t)))
             if t is None:  # the top level has a standard normal prior
                 mean_p, std_p = jnp.zeros_like(eps[i]), jnp.ones_like(eps[i])
-                mean_q, std_q = self.posteriors[i](hs[i])
+                mean_q, std_q = self.encoder.posterior(i, hs[i])
             else:
-                mean_p, std_p = self.priors[i](t)
-                mean_q, std_q = self.posteriors[i](jnp.concatenate([t, hs[i]], axis=-1))
+                mean_p, std_p = p.priors[i](t)
+                mean_q, std_q = self.encoder.posterior(i, jnp.concatenate([t, hs[i]], axis=-1))
             inferred = i >= k  # level i + 1 (1-based) is above k
             z_prior = mean_p if prior_mode else mean_p + std_p * eps[i]
             z = jnp.where(inferred, mean_q + std_q * eps[i], z_prior)
@@ -188,13 +240,13 @@ class HVAENet(nn.Module):
             log_ratios[i] = jnp.where(inferred, log_ratio, 0.0)
             kls[i] = jnp.where(inferred, _gaussian_kl(mean_q, std_q, mean_p, std_p), 0.0)
 
-            z_features = self.z_in[i](z)
+            z_features = p.z_in[i](z)
             t = z_features if t is None else t + z_features
-            for block in self.down_blocks[i]:
+            for block in p.down_blocks[i]:
                 t = block(t)
             if not dense:
-                t = depth_to_space(self.upsample[i](nn.swish(t)))
-        return self.out(nn.swish(t)), jnp.stack(log_ratios), jnp.stack(kls)
+                t = depth_to_space(p.upsample[i](nn.swish(t)))
+        return p(t), jnp.stack(log_ratios), jnp.stack(kls)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,6 +255,7 @@ class HVAEModel(PixelModelMixin):
 
     Public functions are pure; `rng` is one key or one key per example (key[B]).
     """
+    kind: ClassVar[str] = "hvae"
     image_shape: tuple[int, int, int] = (28, 28, 1)
     width: int = 64
     dense_width: int = 256
@@ -229,14 +282,13 @@ class HVAEModel(PixelModelMixin):
         return len(self.latent_channels) + len(self.latent_units)
 
     @property
+    def capabilities(self) -> frozenset[str]:
+        return super().capabilities | {caps.LATENT_LEVELS}
+
+    @property
     def net(self) -> HVAENet:
         return HVAENet(self.image_shape, self.width, self.dense_width, self.latent_channels,
                        self.latent_units, self.blocks_per_level, self.pixels.out_features)
-
-    def is_encoder(self, name: str) -> bool:
-        """Whether the top-level parameter group `name` belongs to the inference network: the bottom-up
-        pass and the posterior heads (the top-down pass and priors are the generative model)."""
-        return name.startswith(("down_", "up_blocks", "up_dense", "to_dense", "posteriors"))
 
     def _prepare(self, params, images, rng, num_samples):
         """Per-example keys -> (binarised/scaled target, bottom-up features, noise [S, B, ...] per level)."""

@@ -15,6 +15,7 @@ per-example gradient norms handle (`oodgen.gradients_fast`). Images go in as uin
 import dataclasses
 import itertools
 import math
+from typing import ClassVar
 
 import chex
 import flax.linen as nn
@@ -22,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from oodgen import likelihoods
+from oodgen.models import capabilities as caps
 from oodgen.models.vae import depth_to_space
 from oodgen.sharding import split_keys
 
@@ -192,9 +194,22 @@ def _check_positive(**values: int) -> None:
             raise ValueError(f"{name} must be >= 1; got {value}")
 
 
-class _AutoregressiveModel:
+class _AutoregressiveModel(caps.DeclaresCapabilities):
     """What both models share; needs fields `image_shape`, `num_mixtures`, a `net` property and
     `log_prob_per_pixel`."""
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return frozenset({caps.PIXEL_LIKELIHOOD, caps.EVAL_NLL, caps.PER_PIXEL})
+
+    @property
+    def summary(self) -> str:
+        return f"{self.kind} models 8-bit pixels autoregressively (exact likelihood)"
+
+    def eval_nll(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+        """−log p(x) in evaluation mode (no dropout), the per-example NLL for gradient features: f32[B], nats.
+        Deterministic: `rng` is ignored."""
+        return -self.log_prob(params, images, rng)
 
     @property
     def num_dims(self) -> int:
@@ -234,6 +249,7 @@ class PixelCNNPPModel(_AutoregressiveModel):
     shared two-core machine; 32 filters and 2 blocks took 3-4.5 s). Ren et al.'s Fashion-MNIST
     model is num_filters=32, num_resnets=5, num_mixtures=1.
     """
+    kind: ClassVar[str] = "pixelcnn"
     image_shape: tuple[int, int, int] = (28, 28, 1)
     num_filters: int = 8
     num_resnets: int = 1
@@ -282,6 +298,7 @@ class LocalPixelCNNModel(_AutoregressiveModel):
     (2h+1)x(2h+1) type-A mask), then mixed with a uniform distribution over the 256^C values of a
     pixel at weight `uniform_weight`: p = (1-w) p_mixture + w / 256^C. No dropout.
     """
+    kind: ClassVar[str] = "local_pixelcnn"
     image_shape: tuple[int, int, int] = (28, 28, 1)
     horizon: int = 3
     num_filters: int = 64

@@ -7,6 +7,7 @@ import chex
 import jax
 
 from oodgen import likelihoods
+from oodgen.models import capabilities as caps
 from oodgen.sharding import split_keys
 
 LIKELIHOODS = ("bernoulli", "discretized_logistic_mixture")
@@ -51,7 +52,7 @@ class PixelLikelihood:
         return likelihoods.sum_per_example(per_element)
 
 
-class ImageShapeMixin:
+class ImageShapeMixin(caps.DeclaresCapabilities):
     """What every model dataclass with an `image_shape` (H, W, C) field shares."""
 
     @property
@@ -76,8 +77,30 @@ class ImageShapeMixin:
 
 
 class PixelModelMixin(ImageShapeMixin):
-    """What every image model dataclass shares; it needs fields `image_shape`, `likelihood`,
-    `num_mixtures` and a `net` property (a flax module taking the preprocessed images)."""
+    """What every latent-variable image model dataclass shares; it needs fields `image_shape`, `likelihood`,
+    `num_mixtures` and a `net` property (a flax module taking the preprocessed images) whose parameters
+    have a top-level `encoder` group (the inference network) and a `loss` (the negative one-sample bound)."""
+    encoder_module = "encoder"   # params[encoder_module]: the inference network, by module structure
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        kind = caps.BINARY_LIKELIHOOD if self.likelihood == "bernoulli" else caps.PIXEL_LIKELIHOOD
+        return frozenset({kind, caps.ENCODER, caps.EVAL_NLL})
+
+    @property
+    def summary(self) -> str:
+        what = "binarised pixels" if self.likelihood == "bernoulli" else "8-bit pixels"
+        return f"{self.kind} models {what} (model.likelihood={self.likelihood})"
+
+    def how_to_offer(self, capability: str) -> str | None:
+        if capability == caps.PIXEL_LIKELIHOOD and self.likelihood == "bernoulli":
+            return "use model.likelihood=discretized_logistic_mixture"
+        return None
+
+    def eval_nll(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array) -> jax.Array:
+        """The per-example NLL for gradient features: the negative one-sample bound, f32[B], nats. Nothing in
+        it is training-only; its noise (binarisation, posterior sample) is the bound's own, from each example's key."""
+        return self.loss(params, images, rng)
 
     @property
     def pixels(self) -> PixelLikelihood:

@@ -7,13 +7,15 @@
 The network s_θ(x, σ) estimates ∇_x log p_σ(x), the score of the data smoothed by N(0, σ² I). It is
 trained by denoising score matching (DSM) over a geometric ladder of L noise levels, with the
 σ²-weighted loss of NCSN: ½ σ² ‖s_θ(x + σz, σ) + z/σ‖². It is not a likelihood model: `log_prob`
-is a surrogate (the negative DSM loss), and the OOD features are `msma_features`, the norms
-‖σ_i s_θ(x, σ_i)‖ of the scores at the clean input for every level.
+has no `log_prob`: its capabilities (`oodgen.models.capabilities`) say it offers a denoising loss and a
+score function. The OOD features are `msma_features`, the norms ‖σ_i s_θ(x, σ_i)‖ of the scores at the
+clean input for every level.
 """
 
 import dataclasses
 import math
 from collections.abc import Callable
+from typing import ClassVar
 
 import chex
 import flax.linen as nn
@@ -21,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from oodgen.models import capabilities as caps
 from oodgen.models.pixels import ImageShapeMixin
 from oodgen.models.vae import depth_to_space
 from oodgen.sharding import split_keys
@@ -104,6 +107,9 @@ class ScoreNetModel(ImageShapeMixin):
     `sigmas` are the L noise levels, geometric from `sigma_max` down to `sigma_min`, in units of
     the [0, 1] pixel scale. Every public function is pure; `rng` is one key or one key per example.
     """
+    kind: ClassVar[str] = "score_net"
+    capabilities: ClassVar[frozenset[str]] = frozenset({caps.DENOISING_SURROGATE, caps.SCORE_FUNCTION})
+    summary: ClassVar[str] = "score_net offers a denoising score-matching loss, not a likelihood"
     image_shape: tuple[int, int, int] = (28, 28, 1)
     num_filters: int = 32
     num_sigmas: int = 10
@@ -159,19 +165,10 @@ class ScoreNetModel(ImageShapeMixin):
         noise = jax.vmap(lambda k: jax.random.normal(k, self.image_shape))(noise_keys)
         return dsm_loss(lambda y, s: self.score(params, y, s), x, self.sigmas[idx], noise)
 
-    def log_prob(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array,
-                 num_samples: int = 1) -> jax.Array:
-        """A SURROGATE, not a likelihood: minus the DSM loss, averaged over S draws of (σ_i, z): f32[B].
-
-        Higher means the model denoises the example better; it is not in nats and must not be read
-        as log p(x) or turned into bits/dim. It exists so validation code that calls `log_prob`
-        runs; S=1 with the same keys gives exactly `-loss`.
-        """
-        if num_samples == 1:
-            return -self.loss(params, images, rng)
-        keys = jax.vmap(lambda k: jax.random.split(k, num_samples))(split_keys(rng, images.shape[0]))
-        losses = jax.vmap(self.loss, in_axes=(None, None, 1))(params, images, keys)  # [S, B]
-        return -jnp.mean(losses, axis=0)
+    def denoising_loss(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array) -> jax.Array:
+        """The DSM loss of `loss`, f32[B]: a denoising surrogate, NOT a likelihood (not nats, never bits/dim).
+        The loss gradient-norm features of this model are taken of."""
+        return self.loss(params, images, rng)
 
     def msma_features(self, params: chex.ArrayTree, images: jax.Array) -> jax.Array:
         """‖σ_i s_θ(x, σ_i)‖₂ over H·W·C at the clean x = preprocess(images), every level: f32[B, L].

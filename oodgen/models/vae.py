@@ -9,6 +9,7 @@ discretised logistic mixture).
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import ClassVar
 
 import chex
 import flax.linen as nn
@@ -99,6 +100,7 @@ class VAEModel(PixelModelMixin):
 
     Every public function is pure; `rng` is one key or one key per example (key[B]).
     """
+    kind: ClassVar[str] = "vae"
     image_shape: tuple[int, int, int] = (28, 28, 1)
     latent_dim: int = 16
     channels: tuple[int, ...] = (32, 64)
@@ -112,10 +114,6 @@ class VAEModel(PixelModelMixin):
     @property
     def net(self) -> VAENet:
         return VAENet(self.channels, self.latent_dim, self.image_shape, self.pixels.out_features)
-
-    def is_encoder(self, name: str) -> bool:
-        """Whether the top-level parameter group `name` belongs to the inference network q(z|x)."""
-        return name == "encoder"
 
     def _log_px(self, params: chex.ArrayTree, z: jax.Array, target: jax.Array,
                 images: jax.Array) -> jax.Array:

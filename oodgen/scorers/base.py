@@ -3,7 +3,7 @@
 import dataclasses
 import functools
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import chex
 import jax
@@ -11,6 +11,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from oodgen import sharding
+from oodgen.models.capabilities import Requirement, check_pair
 from oodgen.validation import check_images
 
 
@@ -18,9 +19,17 @@ class Scorer(Protocol):
     """Fitted on in-distribution data, then one score per image: higher = more OOD.
 
     Scorers that give a family of scores in one pass also have `score_all(state, images) -> {name: f32[N]}`.
+    Declared, class-level: `requires` (what the model must offer, `oodgen.models.capabilities`; checked by
+    `build_scorer` before any work), `fits_on_data` (whether `fit` estimates anything from the
+    in-distribution images), `needs_reference` (a second trained model, resolved by the caller) and
+    `needs_stacked_params` (parameters of M models stacked [M, ...]).
     """
     name: str     # key in scores.npz / metrics.json
     units: str    # what a score measures, for plot axes
+    requires: ClassVar[tuple[Requirement, ...]]
+    fits_on_data: ClassVar[bool]
+    needs_reference: ClassVar[bool]
+    needs_stacked_params: ClassVar[bool]
 
     def fit(self, params: chex.ArrayTree, in_dist: np.ndarray) -> Any:
         """State for `score`, from model parameters and uint8 in-distribution images [N, H, W, C]."""
@@ -37,10 +46,30 @@ class ModelScorer:
     batch_size: int = 500
     seed: int = 0
     mesh: Mesh | None = None
+    requires: ClassVar[tuple[Requirement, ...]] = ()
+    fits_on_data: ClassVar[bool] = False
+    needs_reference: ClassVar[bool] = False
+    needs_stacked_params: ClassVar[bool] = False
+    composes_scorers: ClassVar[bool] = False  # built from other scorers: build_scorer passes config.eval
+    feature_report: ClassVar[bool] = False    # evaluation tables and plots the mean of each score per set
+    score_units: ClassVar[dict[str, str]] = {}  # units of the scores of `score_all` that differ from `units`
+
+    def __post_init__(self):
+        """Refuses, in one line, a model that does not offer what this scorer `requires`."""
+        check_pair(getattr(self, "name", type(self).__name__), self.requires, self.model)
 
     def fit(self, params: chex.ArrayTree, in_dist: np.ndarray) -> chex.ArrayTree:
         del in_dist  # nothing to estimate
         return params
+
+    def score_all(self, state: Any, images: np.ndarray) -> dict[str, np.ndarray]:
+        """{score name: f32[N]}: every score this scorer gives in one pass; by default its one score."""
+        return {self.name: self.score(state, images)}
+
+    def has_pixel_maps(self, state: Any) -> bool:
+        """Whether `pixel_maps(state, images) -> f32[N, H, W]` can run for this state."""
+        del state
+        return False
 
     def map_model(self, fn: Callable, params: chex.ArrayTree, images: np.ndarray, model: Any = None) -> np.ndarray:
         """`fn(model, num_samples, params, images, keys)` (jitted, model and S static) over every image.

@@ -2,15 +2,21 @@
 the length of x under a lossless codec, image data only (`oodgen.compression`). Simple images (MNIST,
 constants) get high likelihood because they compress well; subtracting L corrects for that.
 Higher = more OOD. One score per codec: `input_complexity_<codec>`.
+
+Both terms must describe the same data, the 8-bit image: the scorer needs a likelihood of the 8-bit pixels
+and refuses a model of binarised pixels (a Bernoulli NLL is at most 1 bit/dim, so subtracting the 8-bit
+PNG length would give about −L(x)).
 """
 
 import dataclasses
+from typing import ClassVar
 
 import chex
 import numpy as np
 
 from oodgen.compression import CODECS, compressed_bits_per_dim
 from oodgen.errors import OodgenError
+from oodgen.models import capabilities as caps
 from oodgen.scorers.base import ModelScorer
 from oodgen.likelihoods import negative_log_likelihood_bpd
 from oodgen.validation import check_images
@@ -22,8 +28,10 @@ class InputComplexityScorer(ModelScorer):
     codecs: tuple[str, ...] = ("png", "jpeg2000")
     name: str = "input_complexity"
     units: str = "NLL − compressed length (bits/dim)"
+    requires: ClassVar = ((caps.PIXEL_LIKELIHOOD,),)
 
     def __post_init__(self):
+        super().__post_init__()
         unknown = [c for c in self.codecs if c not in CODECS]
         if not self.codecs or unknown:
             raise OodgenError(f"config.eval.input_complexity.codecs={list(self.codecs)}; choose from {CODECS}")

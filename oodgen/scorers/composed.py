@@ -7,16 +7,18 @@ under a Gaussian mixture:
   --config.eval.composed.density=gmm
 
 Each feature name (`FEATURES`) is a feature vector of a registered scorer, built with its usual settings
-(`config.eval.<scorer>`) and seed. The scorers that need statistics of in-distribution data are fitted on
-the held-out split as on their own; the features of that split, concatenated (f[N, F], F = Σ F_i), fit the
-density (any of `oodgen.density.DENSITIES`). Score = −log density, or the kNN distance; higher = more OOD.
+(`config.eval.<scorer>`) and seed. The held-out split is used once per image: when a part estimates
+statistics of in-distribution data (typicality, DDPM z-scores, ...), it is fitted on the first half of the
+held-out images and the density on the features of the other half (`ComposedScorer.fit_split`); otherwise
+the density takes them all. The features, concatenated (f[N, F], F = Σ F_i), fit the density (any of
+`oodgen.density.DENSITIES`). Score = −log density, or the kNN distance; higher = more OOD.
 Features that are constant or non-finite on the fit set (or non-positive, for gaussian_log/chi_square)
 are dropped with a warning naming them.
 """
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import chex
 import ml_collections
@@ -50,8 +52,8 @@ class FeatureSource:
 
 
 FEATURES: dict[str, FeatureSource] = {
-    "kl_per_level": FeatureSource("hvae_llr", "HVAE: KL(q(z_i|.) || p(z_i|z_>i)) of each latent level, nats [N, L]",
-                                  "kl_features", "kl_feature_names", fitted=False, nonnegative=True),
+    "kl_per_level": FeatureSource("kl_per_level", "HVAE: KL(q(z_i|.) || p(z_i|z_>i)) of each latent level, nats [N, L]",
+                                  "features", "feature_names", fitted=False, nonnegative=True),
     "hvae_bounds": FeatureSource("hvae_llr", "HVAE: L^{>k} for k = 0 .. L-1, nats [N, L]",
                                  "features", "feature_names", fitted=False),
     "grad_norms": FeatureSource("grad_norms", "squared gradient norm of each parameter tensor [N, n_tensors]",
@@ -98,6 +100,7 @@ class ComposedScorer(ModelScorer):
     standardise internally anyway; refused for gaussian_log/chi_square, which need positive features).
     `name`: the score's key in scores.npz / metrics.json; default composed_<density>_<f1>+<f2>...
     `eval_config`: config.eval, for the parts' settings (build_scorer passes it); None: their defaults.
+    `references`: how parts that need a second model get it (build_scorer passes the caller's resolver).
     """
     features: tuple[str, ...] = ()
     density: str = "gmm"
@@ -107,9 +110,12 @@ class ComposedScorer(ModelScorer):
     eval_config: ml_collections.ConfigDict | None = dataclasses.field(default=None, repr=False, compare=False)
     parts: dict = dataclasses.field(init=False, repr=False, compare=False)  # scorer name -> scorer
 
-    takes_eval_config = True  # build_scorer passes config.eval (not a field)
+    references: Callable[[str], Any] | None = dataclasses.field(default=None, repr=False, compare=False)
+    composes_scorers: ClassVar[bool] = True
+    fits_on_data: ClassVar[bool] = True
 
     def __post_init__(self):
+        super().__post_init__()
         from oodgen.scorers import SCORERS, build_scorer  # the registry imports this module
 
         features = tuple(f.strip() for f in self.features.split(",")) if isinstance(self.features, str) \
@@ -143,7 +149,7 @@ class ComposedScorer(ModelScorer):
             scorer = FEATURES[f].scorer
             if scorer not in parts:
                 try:
-                    parts[scorer] = build_scorer(scorer, self.model, config, self.mesh)
+                    parts[scorer] = build_scorer(scorer, self.model, config, self.mesh, self.references)
                 except OodgenError as e:
                     raise OodgenError(f"composed feature {f!r}: {e}") from None
         object.__setattr__(self, "features", features)
@@ -179,10 +185,31 @@ class ComposedScorer(ModelScorer):
                 names += [f"{f}/{n}" for n in method(states[source.scorer] if source.fitted else params)]
         return tuple(names)
 
+    def fit_split(self, num_images: int) -> tuple[slice, slice]:
+        """(images the parts fit on, images the density fits on), disjoint parts of N held-out images.
+
+        When a fitted part estimates statistics from data (`fits_on_data`: typicality's Ĥ and threshold,
+        the DDPM's z-scores, ...), it takes the first ⌊N/2⌋ images and the density the other N − ⌊N/2⌋,
+        so the density sees the parts' outputs on images they were not fitted on. Otherwise the density
+        takes all N.
+        """
+        if not any(part.fits_on_data for scorer, part in self.parts.items() if scorer in self._fitted_parts()):
+            return slice(0, 0), slice(0, num_images)
+        if num_images < 4:
+            raise OodgenError(f"{self.name}: {num_images} held-out images cannot be split between fitting the "
+                              "parts and the density; fit on at least 4 (config.eval.max_fit_examples)")
+        return slice(0, num_images // 2), slice(num_images // 2, num_images)
+
+    def _fitted_parts(self) -> set[str]:
+        return {FEATURES[f].scorer for f in self.features if FEATURES[f].fitted}
+
     def fit(self, params: chex.ArrayTree, in_dist: np.ndarray) -> ComposedFitState:
-        """Fits the parts that need it and the density on the held-out in-distribution images' features."""
-        states = {scorer: part.fit(params, in_dist) for scorer, part in self.parts.items()
-                  if any(FEATURES[f].fitted and FEATURES[f].scorer == scorer for f in self.features)}
+        """Fits the parts that need it, then the density on the features of other held-out images
+        (`fit_split`)."""
+        for_parts, for_density = self.fit_split(len(in_dist))
+        states = {scorer: part.fit(params, in_dist[for_parts]) for scorer, part in self.parts.items()
+                  if scorer in self._fitted_parts()}
+        in_dist = in_dist[for_density]
         x = self._columns(params, states, in_dist).astype(np.float64)
         names = self._names(params, states)
         if len(names) != x.shape[1]:

@@ -5,14 +5,35 @@ errors are z-scored against held-out in-distribution images and averaged. Higher
 
 import dataclasses
 import functools
+from typing import ClassVar
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from oodgen.errors import OodgenError
-from oodgen.models.ddpm import zscore_mean
+from oodgen.models import capabilities as caps
 from oodgen.scorers.base import ModelScorer
+
+
+def zscore_mean(errors: jax.Array, val_errors: jax.Array) -> jax.Array:
+    """Final DDPM OOD score, higher = more OOD: errors f32[N, S], val_errors f32[M, S] -> f32[N].
+
+    Each column (start step) is z-scored with the mean and (population) standard deviation of the
+    validation errors only, then averaged over S. A column with zero validation spread is only
+    centred (divided by 1).
+    """
+    errors, val_errors = jnp.asarray(errors), jnp.asarray(val_errors)
+    if errors.ndim != 2 or val_errors.ndim != 2 or errors.shape[1] != val_errors.shape[1]:
+        raise ValueError(f"need errors [N, S] and val_errors [M, S] with the same S; got "
+                         f"{errors.shape} and {val_errors.shape}")
+    if val_errors.shape[0] == 0:
+        raise ValueError("val_errors is empty; z-scoring needs validation errors")
+    mean = jnp.mean(val_errors, axis=0)
+    std = jnp.std(val_errors, axis=0)
+    std = jnp.where(std > 0, std, 1.0)
+    return jnp.mean((errors - mean) / std, axis=1)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1), static_argnames=("start_steps", "num_sampling_steps"))
@@ -37,14 +58,14 @@ class DDPMReconstructionScorer(ModelScorer):
     start_every: int = 4
     name: str = "ddpm_reconstruction"
     units: str = "mean z-scored reconstruction MSE"
+    requires: ClassVar = ((caps.RECONSTRUCTION,),)
+    fits_on_data: ClassVar[bool] = True
 
     def __post_init__(self):
+        super().__post_init__()
         if not 1 <= self.start_every <= self.num_sampling_steps:
             raise OodgenError(f"config.eval.ddpm_reconstruction.start_every={self.start_every} must be in "
                               f"[1, num_sampling_steps={self.num_sampling_steps}]")
-        if not hasattr(self.model, "reconstruction_errors"):
-            raise OodgenError(f"the ddpm_reconstruction scorer needs a diffusion model (model 'ddpm'), "
-                              f"not {type(self.model).__name__}")
 
     @property
     def start_steps(self) -> tuple[int, ...]:

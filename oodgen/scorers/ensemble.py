@@ -32,6 +32,7 @@ import numpy as np
 
 from oodgen import ensemble, swag
 from oodgen.errors import OodgenError
+from oodgen.models import capabilities as caps
 from oodgen.scorers.base import ModelScorer
 
 SCORE_NAMES = ("ensemble_waic", "ensemble_ll_std", "ensemble_expected_ll", "ensemble_disagreement",
@@ -76,6 +77,8 @@ class EnsembleScorer(ModelScorer):
     member_loop: str = "auto"        # "vmap" or "unroll" the members ("auto": unroll on CPU); same scores
     name: str = "ensemble"
     units: str = "nats"
+    requires: ClassVar = (caps.LIKELIHOOD,)
+    needs_stacked_params: ClassVar[bool] = True
     score_units: ClassVar[dict[str, str]] = {
         "ensemble_waic": "−WAIC (nats)", "ensemble_ll_std": "std of log-likelihood (nats)",
         "ensemble_expected_ll": "−mean log-likelihood (nats)",
@@ -83,6 +86,7 @@ class EnsembleScorer(ModelScorer):
         "ensemble_entropy": "−entropy of the normalised likelihoods (nats)"}
 
     def __post_init__(self):
+        super().__post_init__()
         if self.source not in ensemble.SOURCES:
             raise OodgenError(f"config.eval.ensemble.source={self.source!r}; use 'members' or 'swag'")
         ensemble.resolve_member_loop(self.member_loop)

@@ -1,13 +1,16 @@
 """Layer-wise gradient-norm scores (Dauncey et al.): f_l = ‖∇_{θ_l} NLL(x)‖² per parameter tensor,
 put under a density fitted on held-out in-distribution data; score = −log density (higher = more OOD).
 
-The loss is the model's per-example training loss (the negative bound). With `group_size` G > 1, the
+The loss is the model's deterministic evaluation-mode per-example NLL (`eval_nll`: no dropout or other
+training-only noise), or, for a model whose loss is a denoising surrogate (score net, DDPM), that denoising
+loss, named as such in the units. With `group_size` G > 1, the
 "group" variant: the gradient of the loss summed over G consecutive images; every image of a group
 gets its group's score, and a ragged last group is completed with copies of its last image.
 """
 
 import dataclasses
 import functools
+from typing import ClassVar
 
 import chex
 import jax
@@ -16,6 +19,7 @@ import numpy as np
 
 from oodgen import density, sharding
 from oodgen.errors import OodgenError
+from oodgen.models import capabilities as caps
 from oodgen.gradients import group_grad_sq_norms, tensor_names, tensor_sizes
 from oodgen.gradients_fast import KERNEL_CHOICES, KERNELS, fast_grad_sq_norms
 from oodgen.scorers.base import ModelScorer
@@ -27,13 +31,24 @@ METHODS = ("fast", "vmap")
 FEATURE_FLOOR = float(np.finfo(np.float32).tiny)
 
 
+def feature_loss(model):
+    """The per-example loss the features are gradients of: `model.eval_nll` (nats), or `model.denoising_loss`
+    for a denoising surrogate. (params, images uint8 [B, ...], keys key[B]) -> f32[B]."""
+    return model.eval_nll if caps.EVAL_NLL in model.capabilities else model.denoising_loss
+
+
+def feature_loss_name(model) -> str:
+    """'NLL' or 'denoising loss': what `feature_loss(model)` is, for units and reports."""
+    return "NLL" if caps.EVAL_NLL in model.capabilities else "denoising loss"
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
 def gradient_features(model, method: str, group_size: int, chunk_size: int, kernel: str, params: chex.ArrayTree,
                       images: jax.Array, keys: jax.Array) -> jax.Array:
     """Squared gradient norms per tensor, one row per image (its group's row when G > 1): f32[B, n_tensors]."""
     if group_size == 1 and method == "fast":
-        return fast_grad_sq_norms(model.loss, params, images, keys, chunk_size, kernel)
-    norms = group_grad_sq_norms(model.loss, params, images, keys, group_size, chunk_size)
+        return fast_grad_sq_norms(feature_loss(model), params, images, keys, chunk_size, kernel)
+    norms = group_grad_sq_norms(feature_loss(model), params, images, keys, group_size, chunk_size)
     return jnp.repeat(norms, group_size, axis=0)
 
 
@@ -52,9 +67,15 @@ class GradientNormScorer(ModelScorer):
     chunk_size: int = 8
     kernel: str = "timed"  # the fast path's per-layer kernel choice: "timed", "flops" or one kernel
     name: str = "grad_norms"
-    units: str = "−log density of squared gradient norms"
+    units: str = ""
+    requires: ClassVar = ((caps.EVAL_NLL, caps.DENOISING_SURROGATE),)
+    fits_on_data: ClassVar[bool] = True
 
     def __post_init__(self):
+        super().__post_init__()
+        if not self.units:
+            object.__setattr__(self, "units", f"−log density of squared gradient norms of the "
+                                              f"{feature_loss_name(self.model)}")
         if self.method not in METHODS:
             raise OodgenError(f"grad_norms method {self.method!r}; use one of {METHODS}")
         if self.group_size < 1 or self.batch_size % self.group_size:

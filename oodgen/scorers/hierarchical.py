@@ -8,6 +8,7 @@ ranking, and so every metric, is the same in nats).
 import dataclasses
 import functools
 import math
+from typing import ClassVar
 
 import chex
 import jax
@@ -16,6 +17,7 @@ import numpy as np
 
 from oodgen import likelihoods
 from oodgen.errors import OodgenError
+from oodgen.models import capabilities as caps
 from oodgen.scorers.base import ModelScorer
 
 
@@ -38,15 +40,14 @@ def kl_terms(model, num_samples: int, params: chex.ArrayTree, images: jax.Array,
 
 @dataclasses.dataclass(frozen=True)
 class HierarchicalLLRScorer(ModelScorer):
-    """LLR^{>k} of a hierarchical model (anything with `bounds`); `score` uses `k`, default L - 1."""
+    """LLR^{>k} of a hierarchical model (one offering latent levels); `score` uses `k`, default L - 1."""
     k: int | None = None
     name: str = "hvae_llr"
     units: str = "bits/dim"
+    requires: ClassVar = ((caps.LATENT_LEVELS,),)
 
     def __post_init__(self):
-        if not hasattr(self.model, "bounds"):
-            raise OodgenError(f"scorer {self.name!r} needs a hierarchical model with L^{{>k}} bounds "
-                              f"(model.name='hvae'); got {type(self.model).__name__}")
+        super().__post_init__()
         if self.k is not None and not 1 <= self.k < self.model.num_levels:
             raise OodgenError(f"k={self.k} must be in 1..{self.model.num_levels - 1} for this model")
 
@@ -58,15 +59,6 @@ class HierarchicalLLRScorer(ModelScorer):
         """Column names of `features`: bound_k0 (= L) .. bound_k<L-1>."""
         del state
         return tuple(f"bound_k{k}" for k in range(self.model.num_levels))
-
-    def kl_features(self, state: chex.ArrayTree, images: np.ndarray) -> np.ndarray:
-        """KL of every latent level (column i: z_{i+1}, bottom first), one posterior sample, nats: f32[N, L]."""
-        return self.map_model(kl_terms, state, images)
-
-    def kl_feature_names(self, state: chex.ArrayTree) -> tuple[str, ...]:
-        """Column names of `kl_features`: z1 (closest to the pixels) .. zL."""
-        del state
-        return tuple(f"z{i + 1}" for i in range(self.model.num_levels))
 
     def score_all(self, state: chex.ArrayTree, images: np.ndarray) -> dict[str, np.ndarray]:
         """In bits/dim, for k = 1 .. L-1: {"log_likelihood": −L, "neg_elbo": −ELBO (same samples),
@@ -84,3 +76,35 @@ class HierarchicalLLRScorer(ModelScorer):
         """LLR^{>k} in bits/dim, f32[N]."""
         k = self.model.num_levels - 1 if self.k is None else self.k
         return self.score_all(state, images)[f"llr_k{k}"]
+
+
+@dataclasses.dataclass(frozen=True)
+class KLPerLevelScorer(ModelScorer):
+    """A feature scorer: the analytic KL(q(z_i|.) || p(z_i|z_>i)) of every latent level of a hierarchical
+    model, one posterior sample per image, in nats. Scores `kl_z1` (closest to the pixels) .. `kl_zL` (higher
+    KL = the level spends more nats on the image); its features are the same numbers, f32[N, L].
+
+    `feature_report`: evaluation also tables the mean of each score per set and plots them side by side.
+    """
+    name: str = "kl_per_level"
+    units: str = "KL of the level (nats)"
+    requires: ClassVar = ((caps.LATENT_LEVELS,),)
+    feature_report: ClassVar[bool] = True
+
+    def features(self, state: chex.ArrayTree, images: np.ndarray) -> np.ndarray:
+        """KL of every latent level (column i: z_{i+1}, bottom first), one posterior sample, nats: f32[N, L]."""
+        return self.map_model(kl_terms, state, images)
+
+    def feature_names(self, state: chex.ArrayTree) -> tuple[str, ...]:
+        """Column names of `features`: z1 (closest to the pixels) .. zL."""
+        del state
+        return tuple(f"z{i + 1}" for i in range(self.model.num_levels))
+
+    def score_all(self, state: chex.ArrayTree, images: np.ndarray) -> dict[str, np.ndarray]:
+        """{"kl_z<i>": f32[N]} for i = 1 .. L, nats."""
+        kl = self.features(state, images)
+        return {f"kl_{n}": kl[:, i] for i, n in enumerate(self.feature_names(state))}
+
+    def score(self, state: chex.ArrayTree, images: np.ndarray) -> np.ndarray:
+        """The KL of the lowest level z1, nats: f32[N]."""
+        return self.features(state, images)[:, 0]

@@ -12,17 +12,26 @@ Score = log p_reference(x) − log p_model(x) in bits/dim (higher = more OOD). F
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import chex
 import jax
 import numpy as np
 
 from oodgen.errors import OodgenError
-from oodgen.likelihoods import bits_per_dim
-from oodgen.restore import load_trained_model
+from oodgen.likelihoods import bits_per_dim, negative_log_likelihood_bpd
+from oodgen.models import capabilities as caps
 from oodgen.scorers.base import ModelScorer
-from oodgen.likelihoods import negative_log_likelihood_bpd
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Reference:
+    """A second trained model: `model` and its `params`; `origin` says where it came from, for messages
+    (e.g. "config.eval.background_ratio.workdir='runs/bg'"). The evaluation layer resolves a workdir into
+    one (`oodgen.evaluation.reference_resolver`); a library user can build one from any (model, params)."""
+    model: Any
+    params: chex.ArrayTree
+    origin: str = "the reference model"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,21 +51,36 @@ def per_pixel_log_prob(model, num_samples: int, params: chex.ArrayTree, images: 
 
 @dataclasses.dataclass(frozen=True)
 class ReferenceRatioScorer(ModelScorer):
-    """log p_reference(x) − log p_model(x), bits/dim; the reference model is restored from `workdir`."""
-    workdir: str = ""
+    """log p_reference(x) − log p_model(x), bits/dim. `reference` (a `Reference`) is given by the caller.
+
+    Both models must offer a likelihood of the same data (both of the 8-bit pixels, or both of binarised
+    pixels) and the same image shape: a ratio of likelihoods of different data is meaningless.
+    """
+    reference: Reference | None = None
     name: str = "reference_ratio"
     units: str = "log p_reference − log p_model (bits/dim)"
+    requires: ClassVar = (caps.LIKELIHOOD,)
+    needs_reference: ClassVar[bool] = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.reference is None:
+            raise OodgenError(f"{self.name} needs a reference model: set config.eval.{self.name}.workdir to the "
+                              "workdir of the trained reference model")
+        ref = self.reference
+        caps.check_pair(f"{self.name}'s reference ({ref.origin})", self.requires, ref.model)
+        kind, ref_kind = (caps.likelihood_kind(m.capabilities) for m in (self.model, ref.model))
+        if kind != ref_kind:
+            raise OodgenError(f"{self.name}: the model's likelihood is of {caps.DATA_OF[kind]} but the "
+                              f"reference's ({ref.origin}: {ref.model.summary}) is of {caps.DATA_OF[ref_kind]}; "
+                              "train the reference with the same model.likelihood")
+        if tuple(ref.model.image_shape) != tuple(self.model.image_shape):
+            raise OodgenError(f"{self.name}: the reference ({ref.origin}) is for images {ref.model.image_shape}, "
+                              f"not {self.model.image_shape}; train it on the same data")
 
     def fit(self, params: chex.ArrayTree, in_dist: np.ndarray) -> RatioState:
         del in_dist
-        setting = f"config.eval.{self.name}.workdir"
-        if not self.workdir:
-            raise OodgenError(f"{setting} is not set; point it at the workdir of the trained reference model")
-        _, reference, reference_params = load_trained_model(self.workdir, self.mesh, what=setting)
-        if tuple(reference.image_shape) != tuple(self.model.image_shape):
-            raise OodgenError(f"the model in {setting}={self.workdir!r} is for images {reference.image_shape}, "
-                              f"not {self.model.image_shape}; train it on the same data")
-        return RatioState(params, reference, reference_params)
+        return RatioState(params, self.reference.model, self.reference.params)
 
     def score(self, state: RatioState, images: np.ndarray) -> np.ndarray:
         """uint8 [N, H, W, C] -> f32[N]: NLL_model − NLL_reference in bits/dim."""
@@ -65,13 +89,13 @@ class ReferenceRatioScorer(ModelScorer):
         return nll - nll_reference
 
     def has_pixel_maps(self, state: RatioState) -> bool:
-        """Whether both models are autoregressive (`log_prob_per_pixel`), so `pixel_maps` can run."""
-        return all(hasattr(m, "log_prob_per_pixel") for m in (self.model, state.reference))
+        """Whether both models are autoregressive (per-pixel likelihoods), so `pixel_maps` can run."""
+        return all(caps.PER_PIXEL in m.capabilities for m in (self.model, state.reference))
 
     def pixel_maps(self, state: RatioState, images: np.ndarray) -> np.ndarray:
         """Per-pixel log p_reference − log p_model: f32[N, H, W], bits per pixel (all channels)."""
         if not self.has_pixel_maps(state):
-            raise OodgenError(f"{self.name} pixel maps need autoregressive models (log_prob_per_pixel)")
+            raise OodgenError(f"{self.name} pixel maps need autoregressive models (per-pixel likelihoods)")
         model_map = self.map_model(per_pixel_log_prob, state.params, images)
         reference_map = self.map_model(per_pixel_log_prob, state.reference_params, images, state.reference)
         return bits_per_dim(reference_map - model_map, 1)  # nats -> bits
@@ -86,6 +110,8 @@ class BackgroundRatioScorer(ReferenceRatioScorer):
 
 @dataclasses.dataclass(frozen=True)
 class LocalRatioScorer(ReferenceRatioScorer):
-    """Zhang et al. (NeLLoC): the reference is a local autoregressive model; the model is the full one."""
+    """Zhang et al. (NeLLoC): the reference is a local autoregressive model; the model is the full one.
+    Both must model the 8-bit pixels."""
     name: str = "local_ratio"
     units: str = "log p_local − log p_full (bits/dim)"
+    requires: ClassVar = ((caps.PIXEL_LIKELIHOOD,),)

@@ -2,7 +2,8 @@
 is fitted to that image alone. Higher = more OOD.
 
 For each example: NLL_before = −(importance-weighted bound with the trained parameters); a copy of the
-encoder (the parameter groups where `model.is_encoder(name)`; the decoder and prior stay frozen) takes
+encoder (the parameter group `params[model.encoder_module]`: the inference network, as the model's module
+structure defines it; every decoder, top-down, prior and pixel parameter stays frozen) takes
 `num_steps` Adam steps on that example's negative ELBO (`model.loss` on a batch of one, a fresh key
 per step); NLL_after = −(the bound with the fitted encoder). Regret = NLL_before − NLL_after.
 
@@ -17,7 +18,7 @@ before the Adam moments (coupled), not AdamW's decoupled decay.
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import chex
 import jax
@@ -27,6 +28,7 @@ import optax
 
 from oodgen import likelihoods, sharding
 from oodgen.errors import OodgenError
+from oodgen.models import capabilities as caps
 from oodgen.scorers.base import ModelScorer
 from oodgen.validation import check_images
 
@@ -39,15 +41,15 @@ def encoder_optimizer(learning_rate: float, weight_decay: float) -> optax.Gradie
 
 
 def split_encoder(model, params: chex.ArrayTree) -> tuple[Params, Params]:
-    """Top-level parameter groups -> (encoder groups, frozen groups), by `model.is_encoder(name)`."""
-    if not hasattr(model, "is_encoder"):
-        raise OodgenError(f"likelihood regret needs a model with an encoder (model.name='vae' or 'hvae'); "
-                          f"got {type(model).__name__}, which has no is_encoder")
-    encoder = {name: group for name, group in params.items() if model.is_encoder(name)}
-    if not encoder:
-        raise OodgenError(f"no parameter group of {type(model).__name__} is an encoder (top-level groups: "
-                          f"{sorted(params)}); likelihood regret needs a VAE-family model")
-    return encoder, {name: group for name, group in params.items() if name not in encoder}
+    """Top-level parameter groups -> ({encoder_module: the encoder's parameters}, every other group).
+
+    The model declares the ENCODER capability and names its inference network's top-level module."""
+    caps.check_pair("likelihood_regret", ((caps.ENCODER,),), model)
+    name = model.encoder_module
+    if name not in params:
+        raise OodgenError(f"the parameters have no {name!r} group (top-level groups: {sorted(params)}); "
+                          f"they are not parameters of this {model.kind}: restore them with its config")
+    return {name: params[name]}, {k: group for k, group in params.items() if k != name}
 
 
 def _fit_encoder(model, num_steps: int, learning_rate: float, weight_decay: float, encoder: Params,
@@ -112,11 +114,10 @@ class LikelihoodRegretScorer(ModelScorer):
     weight_decay: float = 5e-5
     name: str = "likelihood_regret"
     units: str = "regret (bits/dim)"
+    requires: ClassVar = ((caps.ENCODER,), caps.LIKELIHOOD)
 
     def __post_init__(self):
-        if not hasattr(self.model, "is_encoder"):
-            raise OodgenError(f"scorer {self.name!r} needs a model with an encoder (model.name='vae' or 'hvae'); "
-                              f"got {type(self.model).__name__}")
+        super().__post_init__()
         if isinstance(self.num_steps, bool) or not isinstance(self.num_steps, (int, np.integer)) or self.num_steps < 0:
             raise OodgenError(f"num_steps={self.num_steps!r} must be a whole number >= 0 (the reference uses 100)")
 

@@ -6,6 +6,7 @@ k-th nearest neighbour). Score = −log density or the distance; higher = more O
 
 import dataclasses
 import functools
+from typing import ClassVar
 
 import chex
 import jax
@@ -13,6 +14,7 @@ import numpy as np
 
 from oodgen import density
 from oodgen.errors import OodgenError
+from oodgen.models import capabilities as caps
 from oodgen.scorers.base import ModelScorer
 
 
@@ -35,15 +37,15 @@ class MSMAScorer(ModelScorer):
     densities: tuple[str, ...] = ("gmm", "knn")
     name: str = "msma"
     units: str = "−log density (gmm) or k-NN distance (knn) of score norms"
+    requires: ClassVar = ((caps.SCORE_FUNCTION,),)
+    fits_on_data: ClassVar[bool] = True
 
     def __post_init__(self):
+        super().__post_init__()
         unknown = [d for d in self.densities if d not in density.DENSITIES]
         if not self.densities or unknown:
             raise OodgenError(f"config.eval.msma.densities={list(self.densities)}; choose from "
                               f"{sorted(density.DENSITIES)}")
-        if not hasattr(self.model, "msma_features"):
-            raise OodgenError(f"the msma scorer needs a noise-conditional score network (model 'score_net'), "
-                              f"not {type(self.model).__name__}")
 
     def features(self, params: chex.ArrayTree, images: np.ndarray) -> np.ndarray:
         """f32[N, L]: the score norm at each noise level (`model.sigmas`, largest first)."""

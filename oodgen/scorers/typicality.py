@@ -9,11 +9,13 @@ statistic |NLL(x) − Ĥ|; higher = more OOD in both.
 
 import dataclasses
 import math
+from typing import ClassVar
 
 import chex
 import numpy as np
 
 from oodgen.errors import OodgenError
+from oodgen.models import capabilities as caps
 from oodgen.scorers.base import ModelScorer
 from oodgen.likelihoods import negative_log_likelihood_bpd
 from oodgen.validation import check_images
@@ -94,8 +96,11 @@ class TypicalityScorer(ModelScorer):
     alpha: float = 0.01
     name: str = "typicality"
     units: str = "|NLL − Ĥ| (bits/dim)"
+    requires: ClassVar = (caps.LIKELIHOOD,)
+    fits_on_data: ClassVar[bool] = True
 
     def __post_init__(self):
+        super().__post_init__()
         _check_batch_size(self.test_batch_size)
         _check_num_bootstrap(self.num_bootstrap)
         _check_alpha(self.alpha)
