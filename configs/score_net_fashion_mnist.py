@@ -25,7 +25,13 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.model.sigma_max = 1.0
     config.model.sigma_min = 0.01
     config.eval.scorers = ["msma"]
-    config.eval.msma = ml_collections.ConfigDict(dict(densities=("gmm", "knn")))
+    # The paper's auxiliary models: a GMM on standardised features, 2-20 components by 10-fold CV; 5-NN distance.
+    # Override e.g. --config.eval.msma.density_options.gmm.folds=5 or ...gmm.n_components=[2,4,8].
+    config.eval.msma = ml_collections.ConfigDict(dict(
+        densities=("gmm", "knn"),
+        density_options=dict(gmm=dict(n_components=list(range(2, 21)), folds=10, log_features=False, seed=0,
+                                      reg_covar=1e-6),
+                             knn=dict(k=5))))
     if "tiny" in flags:
         config.model.num_filters = 4
         config.model.num_sigmas = 3

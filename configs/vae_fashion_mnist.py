@@ -70,9 +70,15 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.eval.checkpoint = "best"      # "best" (lowest validation bits/dim) or "latest"
     config.eval.seed = 1
     # Settings of scorers that are not in eval.scorers by default (add them there to run them).
+    # density_options: each density's settings (oodgen.density), Dauncey et al.'s for gaussian_log and
+    # chi_square of f (of_log=True: of log f); override e.g. --config.eval.grad_norms.density_options.knn.k=10.
     config.eval.grad_norms = ml_collections.ConfigDict(
         dict(densities=("gaussian_log", "chi_square", "gmm"), group_size=1, method="fast", chunk_size=8,
-             kernel="timed"))
+             kernel="timed",
+             density_options=dict(gaussian_log=dict(of_log=True), chi_square=dict(of_log=False),
+                                  gmm=dict(n_components=[1, 2, 4, 8], folds=5, log_features=False, seed=0,
+                                           reg_covar=1e-6),
+                                  knn=dict(k=5))))
     config.eval.typicality = ml_collections.ConfigDict(dict(test_batch_size=2, num_bootstrap=1000, alpha=0.01))
     config.eval.likelihood_regret = ml_collections.ConfigDict(dict(num_steps=100, learning_rate=2e-4,
                                                                    weight_decay=5e-5))
@@ -80,7 +86,12 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.eval.ensemble = ml_collections.ConfigDict(dict(source="members", num_swag_samples=8, member_loop="auto"))
     # Feature composition (scorer "composed"): features of several scorers under one density, e.g.
     # features=("kl_per_level", "grad_norms"), density="gmm"; see oodgen.scorers.composed.FEATURES.
-    config.eval.composed = ml_collections.ConfigDict(dict(features=(), density="gmm", standardize=False, name=""))
+    # density_options: the settings of `density` (the densities' own defaults; chi_square's dofs are supplied).
+    config.eval.composed = ml_collections.ConfigDict(dict(
+        features=(), density="gmm", standardize=False, name="",
+        density_options=dict(gaussian_log=dict(of_log=True), chi_square=dict(of_log=False),
+                             gmm=dict(n_components=[1, 2, 4, 8], folds=5, log_features=False, seed=0, reg_covar=1e-6),
+                             knn=dict(k=5))))
 
     if variant == "tiny":
         config.data.max_train_examples = 512

@@ -11,7 +11,7 @@ and applies the same selection when scoring, so score-time features keep the ori
 
 import dataclasses
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -275,9 +275,11 @@ class GaussianMixtureDensity:
 
     `n_components`: an int fixes it; a sequence of candidates picks the one with the highest mean
     held-out log-likelihood over `folds`-fold cross-validation (shuffled with `seed`; ties go to fewer
-    components), then refits on everything. MSMA used 2–20 components with 10 folds. With `log_features`
-    the mixture is on log f (features must be positive) and the density is that of log f. Log densities
-    include the standardisation's Jacobian, so they are densities of the unstandardised (log) features.
+    components), then refits on everything. Candidates larger than the smallest cross-validation training
+    fold are dropped with a warning (an error if none is left). MSMA used 2–20 components with 10 folds.
+    With `log_features` the mixture is on log f (features must be positive) and the density is that of
+    log f. Log densities include the standardisation's Jacobian, so they are densities of the
+    unstandardised (log) features.
     """
     n_components: int | Sequence[int] = (1, 2, 4, 8)
     folds: int = 5
@@ -289,8 +291,8 @@ class GaussianMixtureDensity:
         candidates = np.atleast_1d(np.asarray(self.n_components))
         if candidates.ndim != 1 or candidates.size == 0 or candidates.dtype.kind not in "iu" or candidates.min() < 1:
             raise OodgenError(f"gmm: n_components must be a positive int or a list of them, got {self.n_components!r}")
-        if self.folds < 2:
-            raise OodgenError(f"gmm: folds must be >= 2 for cross-validation, got {self.folds}")
+        if isinstance(self.folds, bool) or not isinstance(self.folds, (int, np.integer)) or self.folds < 2:
+            raise OodgenError(f"gmm: folds must be an int >= 2 for cross-validation, got {self.folds!r}")
 
     def _candidates(self) -> list[int]:
         return sorted({int(k) for k in np.atleast_1d(self.n_components)})
@@ -299,13 +301,18 @@ class GaussianMixtureDensity:
         """Mean held-out log-likelihood per example of standardised z f[N, K] for each candidate."""
         splits = list(KFold(self.folds, shuffle=True, random_state=self.seed).split(z))
         smallest = min(len(train) for train, _ in splits)
+        candidates = [k for k in self._candidates() if k <= smallest]
         too_many = [k for k in self._candidates() if k > smallest]
-        if too_many:
-            raise OodgenError(f"gmm: candidate n_components {too_many} exceed the {smallest} examples of a "
+        if not candidates:
+            raise OodgenError(f"gmm: every candidate n_components {too_many} exceeds the {smallest} examples of a "
                               "cross-validation training fold; use fewer components or more fit examples")
+        if too_many:
+            warnings.warn(f"gmm: dropped candidate n_components {too_many}, more than the {smallest} examples of a "
+                          f"{self.folds}-fold cross-validation training fold; choosing among {candidates}",
+                          stacklevel=4)
         return {k: float(np.mean(np.concatenate([
             _mixture(k, self.seed, self.reg_covar).fit(z[train]).score_samples(z[test]) for train, test in splits])))
-            for k in self._candidates()}
+            for k in candidates}
 
     def fit(self, features: Any) -> FittedGaussianMixture:
         """Fits on f[N, F]; N >= max(2, n_components) when fixed, N >= folds when cross-validating."""
@@ -375,3 +382,79 @@ def fit_density(name: str, features: Any, **kwargs) -> FittedDensity:
         problem = f"unknown option(s) {unknown}" if unknown else f"missing option(s) {missing}"
         raise OodgenError(f"density {name!r}: {problem}; its options are {[f.name for f in fields]}")
     return DENSITIES[name](**kwargs).fit(features)
+
+
+DensityOptions = dict[str, dict[str, Any]]  # density name -> {field of that density: value}
+_PLACEHOLDERS = {"dofs": (1.0,)}  # stand-ins for fields a scorer supplies at fit time, to check the others
+
+
+def _option_names(name: str) -> list[str]:
+    return [f.name for f in dataclasses.fields(DENSITIES[name])]
+
+
+def _check_one(name: str, options: Any, setting: str, supplied: Sequence[str]) -> dict[str, Any]:
+    """Plain-dict copy of one density's options; OodgenError on an unknown, supplied or badly typed one."""
+    where = f"{setting}.{name}"
+    try:
+        options = dict(options)
+    except (TypeError, ValueError):
+        raise OodgenError(f"{where} must map option names to values, got {options!r}; "
+                          f"its options are {_option_names(name)}") from None
+    taken = sorted(set(options) & set(supplied))
+    if taken:
+        raise OodgenError(f"{where}: option(s) {taken} are set by the scorer itself; remove them")
+    allowed = [n for n in _option_names(name) if n not in supplied]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise OodgenError(f"{where}: unknown option(s) {unknown}; its options are {allowed}")
+    for field in dataclasses.fields(DENSITIES[name]):
+        value = options.get(field.name)
+        if isinstance(field.default, bool) and field.name in options and not isinstance(value, (bool, np.bool_)):
+            raise OodgenError(f"{where}.{field.name} must be True or False, got {value!r}")
+    return options
+
+
+def check_options(options: Any, setting: str, used: Sequence[str] = (),
+                  supplied: Mapping[str, Sequence[str]] | None = None) -> DensityOptions:
+    """Checks per-density options {density name: {field: value}} up front; returns a plain-dict copy.
+
+    `options` may be a dict or a ConfigDict; `setting` names where they come from (e.g.
+    "config.eval.msma.density_options") for messages. `supplied`: fields the caller sets itself per
+    density (e.g. chi_square's dofs), refused here. Each density with options, and each in `used`, is built
+    with them, so bad values (and, for `used`, missing required fields) fail now, in one line, not after the
+    features are computed.
+    """
+    supplied = dict(supplied or {})
+    try:
+        options = dict(options or {})
+    except (TypeError, ValueError):
+        raise OodgenError(f"{setting} must map density names to option dicts, got {options!r}; "
+                          f"e.g. {{'gmm': {{'folds': 10}}}}") from None
+    unknown = sorted(str(n) for n in options if n not in DENSITIES)
+    if unknown:
+        raise OodgenError(f"{setting}: unknown density {unknown[0]!r}; choose from {sorted(DENSITIES)}")
+    checked = {name: _check_one(name, opts, setting, supplied.get(name, ())) for name, opts in options.items()}
+    for name in dict.fromkeys([*checked, *used]):
+        given = {**checked.get(name, {}), **{k: _PLACEHOLDERS[k] for k in supplied.get(name, ())}}
+        missing = [f.name for f in dataclasses.fields(DENSITIES[name]) if f.name not in given
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing and name in used:
+            raise OodgenError(f"density {name!r} needs option(s) {missing}, which {setting}.{name} does not set "
+                              f"and this scorer cannot supply; use another density")
+        given.update({k: _PLACEHOLDERS[k] for k in missing})  # an unused density: check its other values
+        try:
+            DENSITIES[name](**given)
+        except OodgenError as e:
+            raise OodgenError(f"{setting}.{name}: {str(e).removeprefix(f'{name}: ')}") from None
+    return checked
+
+
+def merge_options(defaults: DensityOptions, options: Any) -> dict[str, Any]:
+    """{density: {**defaults[density], **options[density]}}: `options` override `defaults` field by field."""
+    merged = {name: dict(opts) for name, opts in defaults.items()}
+    for name, opts in dict(options or {}).items():
+        try:
+            merged[name] = {**merged.get(name, {}), **dict(opts)}
+        except (TypeError, ValueError):
+            merged[name] = opts  # not a mapping: check_options says so
+    return merged

@@ -7,13 +7,14 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from oodgen import data, ensemble, metrics, plots, sharding
+from oodgen import data, ensemble, heldout, metrics, plots, sharding
 from oodgen.errors import OodgenError
 from oodgen.models import build_model
 from oodgen.restore import load_trained_model, restore_state
@@ -47,8 +48,6 @@ def load_fit_images(config: ml_collections.ConfigDict, workdir: str | os.PathLik
 
     Refused (one-line OodgenError) unless the validation split is the one the model in `workdir` was
     trained with (its split.json, oodgen.heldout): another split would fit on training images."""
-    from oodgen import heldout
-
     cap = config.eval.get("max_fit_examples", -1)
     if cap == 0 or cap < -1:
         raise OodgenError(f"config.eval.max_fit_examples={cap} would leave scorers nothing to fit on; "
@@ -58,16 +57,24 @@ def load_fit_images(config: ml_collections.ConfigDict, workdir: str | os.PathLik
     return fit_images if cap == -1 else fit_images[:cap]
 
 
-def compute_metrics(scores: dict[str, dict[str, np.ndarray]], in_dist: str) -> dict:
-    """{score name: {ood set: {metric: value}}}, each OOD set against the in-distribution set."""
+def compute_metrics(scores: dict[str, dict[str, np.ndarray]], in_dist: str,
+                    groups: dict[str, dict[str, np.ndarray]] | None = None) -> dict:
+    """{score name: {ood set: {metric: value}}}, each OOD set against the in-distribution set.
+
+    `groups`: {score name: {dataset: int[N] group id per example}} for scores shared by groups of images
+    (grad_norms with group_size > 1, `scorer.groups(N)`); the AUROC interval then resamples whole groups.
+    Score names or datasets absent from it are bootstrapped per example.
+    """
     results = {}
     for scorer, per_set in scores.items():
         results[scorer] = {}
+        ids = (groups or {}).get(scorer, {})
         for name, values in per_set.items():
             if name == in_dist:
                 continue
             row = metrics.ood_metrics(per_set[in_dist], values)
-            row["auroc_ci95"] = list(metrics.bootstrap_auroc_ci(per_set[in_dist], values))
+            row["auroc_ci95"] = list(metrics.bootstrap_auroc_ci(per_set[in_dist], values, groups_in=ids.get(in_dist),
+                                                                groups_out=ids.get(name)))
             results[scorer][name] = row
     return results
 
@@ -145,17 +152,28 @@ def build_scorers(config: ml_collections.ConfigDict, model, mesh) -> list:
     return [build_scorer(name, model, config.eval, mesh, references) for name in config.eval.scorers]
 
 
-def run_scorers(scorers: list, params, eval_sets: dict[str, np.ndarray], fit_images: np.ndarray, train_state=None
-                ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str], dict, set[str]]:
-    """({score name: {dataset: f32[N]}}, {score name: units}, pixel maps, report scores) for the built
-    `scorers`; pixel maps: {scorer: {dataset: f32[n, H, W]}} of the first few images of each set, from scorers
-    that have them; report scores: the names of the scores of `feature_report` scorers. Scorers over
+class ScorerOutputs(NamedTuple):
+    """What `run_scorers` gives: scores {score name: {dataset: f32[N]}}, their units {score name: str},
+    pixel maps {scorer: {dataset: f32[n, H, W]}} of the first few images of each set (scorers that have
+    them), the names of the scores of `feature_report` scorers, and group ids {score name: {dataset: int[N]}}
+    of scores that images share (the grouped gradient variant)."""
+    scores: dict[str, dict[str, np.ndarray]]
+    units: dict[str, str]
+    maps: dict[str, dict[str, np.ndarray]]
+    reported: set[str]
+    groups: dict[str, dict[str, np.ndarray]]
+
+
+def run_scorers(scorers: list, params, eval_sets: dict[str, np.ndarray], fit_images: np.ndarray,
+                train_state=None) -> ScorerOutputs:
+    """Fits every built scorer and scores every set (`ScorerOutputs`). Scorers over
     several parameter sets (`needs_stacked_params`, the `ensemble` scorer) are fitted on the sets they take
     from the restored `train_state`; the others on `params`."""
     scores: dict[str, dict[str, np.ndarray]] = {}
     units: dict[str, str] = {}
     maps: dict[str, dict[str, np.ndarray]] = {}
     reported: set[str] = set()
+    groups: dict[str, dict[str, np.ndarray]] = {}
     for scorer in scorers:
         if scorer.needs_stacked_params:
             if train_state is None:
@@ -175,7 +193,10 @@ def run_scorers(scorers: list, params, eval_sets: dict[str, np.ndarray], fit_ima
                 units[score_name] = scorer.score_units.get(score_name, scorer.units)
                 if scorer.feature_report:
                     reported.add(score_name)
-    return scores, units, maps, reported
+                ids = scorer.groups(len(images))
+                if ids is not None and len(np.unique(ids)) < len(images):
+                    groups.setdefault(score_name, {})[spec] = ids
+    return ScorerOutputs(scores, units, maps, reported, groups)
 
 
 def means_table(scores: dict[str, dict[str, np.ndarray]], names: list[str]) -> str:
@@ -203,12 +224,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     train_state = restore_state(config, workdir, model, mesh)
     step, members = int(train_state.step), ensemble.settings(config).size
     params = ensemble.member(train_state.params, 0) if members > 1 else train_state.params  # single-model scorers
+    fit_images = load_fit_images(config, workdir)   # refuses another held-out split before any scoring
     eval_sets = load_eval_sets(config)
-    fit_images = load_fit_images(config, workdir)
     in_dist = config.data.test
 
-    scores, units, maps, reported = run_scorers(scorers, params, eval_sets, fit_images, train_state)
-    results = compute_metrics(scores, in_dist)
+    scores, units, maps, reported, groups = run_scorers(scorers, params, eval_sets, fit_images, train_state)
+    results = compute_metrics(scores, in_dist, groups)
     note = f"Ensemble of {members} members; single-model scores use member 0. " if members > 1 else ""
     header = (f"Checkpoint step {step} ({config.eval.get('checkpoint', 'latest')}), {config.eval.num_samples} "
               f"importance samples per bound, {len(fit_images)} held-out images to fit on. {note}")

@@ -22,7 +22,8 @@ from oodgen.errors import OodgenError
 SPLIT_FILE = "split.json"
 SETTINGS = ("data.train", "num_validation")   # the config settings that choose the held-out images
 IMAGES = ("image_shape", "num_held_out", "held_out_sha256")   # what the held-out images are
-EVALUATE_FIX = "evaluate with the training run's data settings (evaluate.py --workdir without --config uses them), or retrain"
+EVALUATE_FIX = ("evaluate with the training run's data settings (evaluate.py --workdir without --config uses "
+                "them), or retrain")
 RESUME_FIX = "resume with the data settings it was trained with, or train in a new --workdir"
 
 

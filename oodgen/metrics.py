@@ -6,6 +6,7 @@ Convention: higher score = more OOD. ``scores_in`` f[N_in] are in-distribution t
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy import sparse
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from oodgen.errors import OodgenError
@@ -124,11 +125,32 @@ def _weighted_auroc(w_in: np.ndarray, w_out: np.ndarray) -> np.ndarray:
     return pairs / (w_in.sum(axis=1) * w_out.sum(axis=1))
 
 
-def _resample_counts(rng: np.random.Generator, codes: np.ndarray, n_rows: int, n_unique: int) -> np.ndarray:
-    """Counts f[n_rows, n_unique] of unique-value codes in n_rows bootstrap resamples of ``codes``."""
-    picks = codes[rng.integers(0, codes.size, size=(n_rows, codes.size))]
-    flat = picks + n_unique * np.arange(n_rows)[:, None]
-    return np.bincount(flat.ravel(), minlength=n_rows * n_unique).reshape(n_rows, n_unique).astype(np.float64)
+def _group_members(groups: ArrayLike | None, codes: np.ndarray, n_unique: int, name: str) -> sparse.csr_matrix:
+    """Counts f[G, n_unique] of each unique-value code among the members of each of G groups (one group per
+    example when ``groups`` is None); ``groups`` holds any label per example, shape [N]."""
+    if groups is None:
+        ids, n_groups = np.arange(codes.size), codes.size
+    else:
+        labels = np.asarray(groups)
+        if labels.shape != codes.shape:
+            raise OodgenError(f"{name} must give one group id per score, shape ({codes.size},), got shape "
+                              f"{labels.shape}; pass the scorer's groups(N) for the same images.")
+        _, ids = np.unique(labels, return_inverse=True)
+        n_groups = int(ids.max()) + 1
+    return sparse.csr_matrix((np.ones(codes.size), (ids.reshape(-1), codes)), shape=(n_groups, n_unique))
+
+
+def _resample_counts(rng: np.random.Generator, members: sparse.csr_matrix, n_rows: int) -> np.ndarray:
+    """Counts f[n_rows, n_unique] of unique-value codes in n_rows bootstrap resamples of whole groups.
+
+    Each resample draws G groups with replacement (``rng.integers(0, G, size=(n_rows, G))``) and counts
+    every member of every drawn group; ``members`` f[G, n_unique] is `_group_members`.
+    """
+    n_groups = members.shape[0]
+    picks = rng.integers(0, n_groups, size=(n_rows, n_groups))
+    flat = picks + n_groups * np.arange(n_rows)[:, None]
+    drawn = np.bincount(flat.ravel(), minlength=n_rows * n_groups).reshape(n_rows, n_groups).astype(np.float64)
+    return np.asarray((members.T @ drawn.T).T)
 
 
 def bootstrap_auroc_ci(
@@ -138,8 +160,15 @@ def bootstrap_auroc_ci(
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    groups_in: ArrayLike | None = None,
+    groups_out: ArrayLike | None = None,
 ) -> tuple[float, float]:
-    """Percentile-bootstrap (low, high) interval for AUROC, resampling each set independently."""
+    """Percentile-bootstrap (low, high) interval for AUROC, resampling each set independently.
+
+    ``groups_in`` / ``groups_out``: a group id per example, int[N_in] / int[N_out], for scores shared by a
+    group (e.g. grad_norms with group_size > 1): whole groups are resampled, as G draws with replacement
+    among the set's G groups. None: each example is its own group (the usual bootstrap).
+    """
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
         raise OodgenError(f"n_boot must be a positive integer, got {n_boot!r}; use e.g. 1000.")
     if not 0.0 < float(level) < 1.0:
@@ -147,14 +176,16 @@ def bootstrap_auroc_ci(
     s_in = as_scores(scores_in, "scores_in")
     s_out = as_scores(scores_out, "scores_out")
     uniq, codes = np.unique(np.concatenate([s_in, s_out]), return_inverse=True)
-    codes_in, codes_out = codes[: s_in.size], codes[s_in.size :]
+    codes = codes.reshape(-1)
+    members_in = _group_members(groups_in, codes[: s_in.size], uniq.size, "groups_in")
+    members_out = _group_members(groups_out, codes[s_in.size :], uniq.size, "groups_out")
     rng = np.random.default_rng(seed)
     chunk = max(1, _BOOT_CHUNK_ELEMENTS // max(uniq.size, s_in.size + s_out.size))
     aucs = []
     for start in range(0, int(n_boot), chunk):
         rows = min(chunk, int(n_boot) - start)
-        w_in = _resample_counts(rng, codes_in, rows, uniq.size)
-        w_out = _resample_counts(rng, codes_out, rows, uniq.size)
+        w_in = _resample_counts(rng, members_in, rows)
+        w_out = _resample_counts(rng, members_out, rows)
         aucs.append(_weighted_auroc(w_in, w_out))
     alpha = (1.0 - float(level)) / 2.0
     low, high = np.quantile(np.concatenate(aucs), [alpha, 1.0 - alpha])

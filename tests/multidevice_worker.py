@@ -26,7 +26,8 @@ from oodgen.models import DDPMModel, HVAEModel, LocalPixelCNNModel, PixelCNNPPMo
 from oodgen.scorers import (SCORERS, BackgroundRatioScorer, ComposedScorer, DDPMReconstructionScorer,
                             EnsembleScorer, GradientNormScorer, HierarchicalLLRScorer, InputComplexityScorer,
                             LikelihoodRegretScorer, LikelihoodScorer, LocalRatioScorer, MSMAScorer, TypicalityScorer)
-from oodgen.scorers.ratios import RatioState
+from oodgen.scorers.hierarchical import KLPerLevelScorer
+from oodgen.scorers.ratios import Reference
 from oodgen.training import TrainState, make_ensemble_train_step, make_optimizer, make_train_step
 
 SHAPE = (8, 8, 1)
@@ -36,6 +37,8 @@ COMMON = dict(num_samples=2, batch_size=BATCH, seed=3)
 DENSITIES = ("gaussian_log", "knn")
 
 VAE = VAEModel(image_shape=SHAPE, latent_dim=3, channels=(4,))
+VAE_8BIT = VAEModel(image_shape=SHAPE, latent_dim=3, channels=(4,), likelihood="discretized_logistic_mixture",
+                    num_mixtures=2)  # input complexity needs a likelihood of the 8-bit pixels
 HVAE = HVAEModel(image_shape=SHAPE, width=4, dense_width=8, latent_channels=(2,), latent_units=(3, 2))
 PIXELCNN = PixelCNNPPModel(image_shape=SHAPE, num_filters=8, num_resnets=1, num_scales=2, num_mixtures=2)
 LOCAL = LocalPixelCNNModel(image_shape=SHAPE, horizon=2, num_filters=8, num_blocks=1, num_mixtures=2)
@@ -52,10 +55,8 @@ def init(model, seed: int = 0):
 
 
 def scores_of(scorer, state, images: np.ndarray) -> dict[str, np.ndarray]:
-    """Every score the scorer gives (`score_all`, else `score`)."""
-    if hasattr(scorer, "score_all"):
-        return scorer.score_all(state, images)
-    return {scorer.name: scorer.score(state, images)}
+    """Every score the scorer gives."""
+    return scorer.score_all(state, images)
 
 
 def run_scorers(mesh, images: np.ndarray, fit_images: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
@@ -69,6 +70,8 @@ def run_scorers(mesh, images: np.ndarray, fit_images: np.ndarray) -> dict[str, d
     scorer = HierarchicalLLRScorer(HVAE, mesh=mesh, **COMMON)
     state = fit(scorer, init(HVAE))
     out["hvae_llr"] = {**scores_of(scorer, state, images), "features": scorer.features(state, images)}
+    scorer = KLPerLevelScorer(HVAE, mesh=mesh, **COMMON)
+    out["kl_per_level"] = scores_of(scorer, fit(scorer, init(HVAE)), images)
 
     scorer = TypicalityScorer(VAE, mesh=mesh, num_bootstrap=50, **COMMON)
     state = fit(scorer, init(VAE))
@@ -84,16 +87,15 @@ def run_scorers(mesh, images: np.ndarray, fit_images: np.ndarray) -> dict[str, d
     scorer = LikelihoodRegretScorer(VAE, mesh=mesh, num_steps=3, learning_rate=1e-2, **COMMON)
     out["likelihood_regret"] = scores_of(scorer, fit(scorer, init(VAE)), images)
 
-    scorer = InputComplexityScorer(VAE, mesh=mesh, **COMMON)
-    out["input_complexity"] = scores_of(scorer, fit(scorer, init(VAE)), images)
+    scorer = InputComplexityScorer(VAE_8BIT, mesh=mesh, **COMMON)
+    out["input_complexity"] = scores_of(scorer, fit(scorer, init(VAE_8BIT)), images)
 
-    # The ratio scorers' fit restores the reference model from a workdir; here it is built directly.
-    scorer = BackgroundRatioScorer(VAE, mesh=mesh, **COMMON)
-    out["background_ratio"] = scores_of(scorer, RatioState(init(VAE), VAE, init(VAE, 1)), images)
+    # Evaluation resolves the ratio scorers' reference models from workdirs; here they are built directly.
+    scorer = BackgroundRatioScorer(VAE, mesh=mesh, reference=Reference(VAE, init(VAE, 1)), **COMMON)
+    out["background_ratio"] = scores_of(scorer, fit(scorer, init(VAE)), images)
 
-    scorer = LocalRatioScorer(PIXELCNN, mesh=mesh, **COMMON)
-    state = RatioState(init(PIXELCNN), LOCAL, init(LOCAL))
-    out["local_ratio"] = scores_of(scorer, state, images)
+    scorer = LocalRatioScorer(PIXELCNN, mesh=mesh, reference=Reference(LOCAL, init(LOCAL)), **COMMON)
+    out["local_ratio"] = scores_of(scorer, fit(scorer, init(PIXELCNN)), images)
 
     scorer = MSMAScorer(SCORE_NET, mesh=mesh, densities=DENSITIES, **COMMON)
     state = fit(scorer, init(SCORE_NET))

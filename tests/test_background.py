@@ -58,11 +58,14 @@ def test_background_objective_perturbs_inputs_and_adds_l2():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny VAE and its background model (μ = 0.3, L2 weight 1e-3), trained a few steps."""
+    """A tiny VAE of 8-bit pixels (input complexity needs them) and its background model (μ = 0.3, L2 weight
+    1e-3), trained a few steps."""
     root = tmp_path_factory.mktemp("runs")
     config = load_config_file("configs/vae_fashion_mnist.py:tiny")
+    config.model.likelihood, config.model.num_mixtures = "discretized_logistic_mixture", 2
     train(config, root / "model")
     background = load_config_file("configs/vae_fashion_mnist.py:tiny")
+    background.model.likelihood, background.model.num_mixtures = "discretized_logistic_mixture", 2
     background.train.perturbation_rate, background.train.l2_weight = 0.3, 1e-3
     train(background, root / "background")
     return config, root
@@ -107,3 +110,63 @@ def test_reference_workdir_errors(trained, tmp_path):
     config.eval.input_complexity = ml_collections.ConfigDict(dict(codecs=("gif",)))
     with pytest.raises(OodgenError, match="codecs"):
         evaluate(config, root / "model", outdir=tmp_path / "out")
+
+
+def test_the_background_model_is_chosen_on_perturbed_held_out_images(trained):
+    """Its logged val_bits_per_dim (and so its best/ checkpoint) is the negative one-sample bound of the
+    held-out images perturbed at μ with the fixed held-out key, without the L2 penalty."""
+    import json
+
+    from oodgen import checkpoints, data
+    from oodgen.training import HELD_OUT_PERTURBATION_SALT
+
+    _, root = trained
+    config, model, params = load_trained_model(root / "background")   # its best checkpoint
+    log = (root / "background" / "train_metrics.jsonl").read_text().splitlines()
+    logged = {r["step"]: r["val_bits_per_dim"] for r in map(json.loads, log)}
+    best = checkpoints.checkpoint_manager(root / "background", read_only=True, best=True).best_step()
+    assert best == min(logged, key=logged.get)
+
+    held_out = data.load(config.data.train, image_shape=(28, 28, 1)).images[-config.data.num_validation:]
+    seed, rate = config.seed, config.train.perturbation_rate
+    perturbed = np.asarray(perturb(example_keys(jax.random.fold_in(jax.random.key(seed), HELD_OUT_PERTURBATION_SALT),
+                                                jnp.arange(held_out.shape[0])), jnp.asarray(held_out), rate))
+    # independently of perturb: a fraction μ of sub-pixels resampled, 1/256 of those to their own value
+    np.testing.assert_allclose(np.mean(perturbed != held_out), rate * 255 / 256, atol=0.01)
+
+    val_key = jax.random.split(jax.random.key(seed), 3)[2]   # the training run's validation key
+
+    def mean_bpd(images):
+        keys = example_keys(val_key, jnp.arange(images.shape[0]))
+        return float(np.mean(-np.asarray(model.log_prob(params, jnp.asarray(images), keys, 1))
+                             / (model.num_dims * math.log(2))))
+
+    np.testing.assert_allclose(logged[best], mean_bpd(perturbed), rtol=0, atol=1e-5)
+    # not the clean-image metric (a 4-step VAE is near 1 bit/dim on any input: they differ by about 5e-4)
+    assert abs(logged[best] - mean_bpd(held_out)) > 1e-4
+
+
+def test_a_perturbation_rate_outside_0_1_is_refused_before_anything_is_written(tmp_path):
+    config = load_config_file("configs/vae_fashion_mnist.py:tiny")
+    config.train.perturbation_rate = 1.5
+    with pytest.raises(OodgenError, match=r"perturbation_rate=1.5 must be in \[0, 1\]") as info:
+        train(config, tmp_path / "run")
+    assert "\n" not in str(info.value) and not (tmp_path / "run").exists()
+
+
+def test_a_reference_of_other_data_is_refused():
+    """A ratio of a likelihood of 8-bit pixels to one of binarised pixels is meaningless: refused in one line."""
+    from oodgen.models.vae import VAEModel
+    from oodgen.scorers.ratios import BackgroundRatioScorer, LocalRatioScorer, Reference
+    eight_bit = VAEModel(image_shape=(8, 8, 1), channels=(4,), likelihood="discretized_logistic_mixture")
+    binarised = VAEModel(image_shape=(8, 8, 1), channels=(4,))
+    with pytest.raises(OodgenError, match=r"^background_ratio: the model's likelihood is of 8-bit pixels but the "
+                                          r"reference's \(runs/x: vae models binarised pixels"):
+        BackgroundRatioScorer(eight_bit, reference=Reference(binarised, {}, "runs/x"))
+    with pytest.raises(OodgenError, match="is for images"):
+        BackgroundRatioScorer(eight_bit, reference=Reference(VAEModel(image_shape=(16, 16, 1), channels=(4,),
+                                                                      likelihood="discretized_logistic_mixture"), {}))
+    with pytest.raises(OodgenError, match="local_ratio's reference .* needs a likelihood of the 8-bit pixels"):
+        LocalRatioScorer(eight_bit, reference=Reference(binarised, {}))
+    with pytest.raises(OodgenError, match=r"needs a reference model: set config.eval.background_ratio.workdir"):
+        BackgroundRatioScorer(eight_bit)

@@ -83,3 +83,16 @@ def test_outdir_keeps_evaluations_apart(trained, tmp_path):
          "--config.eval.ood=['constant']")
     assert (trained / "metrics.json").read_bytes() == before
     assert set(json.loads((tmp_path / "other" / "metrics.json").read_text())["log_likelihood"]) == {"constant"}
+
+
+def test_evaluating_with_another_held_out_split_exits_2_and_writes_nothing(trained, tmp_path):
+    split = json.loads((trained / "split.json").read_text())
+    assert split["num_validation"] == 64 and len(split["held_out_sha256"]) == 64
+    before = (trained / "metrics.json").read_bytes()
+    result = _run("evaluate.py", "--workdir", str(trained), "--outdir", str(tmp_path / "out"),
+                  "--config.data.num_validation=100", check=False)
+    assert result.returncode == 2, result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "held-out split differs" in error_lines[0] and "num_validation 100 vs 64" in error_lines[0]
+    assert not (tmp_path / "out").exists() and (trained / "metrics.json").read_bytes() == before

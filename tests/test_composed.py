@@ -173,8 +173,16 @@ def test_unusable_features_are_dropped_with_a_warning_naming_them():
                                                        r"'gmm', 'knn'\]"),
     (dict(features=("log_likelihood",), density="chi_square"), "needs degrees of freedom.*'log_likelihood'"),
     (dict(features=("log_likelihood",), density="gaussian_log", standardize=True), "needs positive"),
-    (dict(features=("kl_per_level",)), "composed feature 'kl_per_level'.*needs a hierarchical model"),
+    (dict(features=("kl_per_level",)), "composed feature 'kl_per_level'.*kl_per_level needs per-level latent terms and L\^\{>k\} bounds \(a hierarchical VAE\); this vae"),
     (dict(features=("grad_norms",), colour="red"), "bad settings in config.eval.composed"),
+    (dict(features=("grad_norms",), density_options={"gmm": {"fold": 3}}),
+     r"config.eval.composed.density_options.gmm: unknown option\(s\) \['fold'\]; its options are \['n_components'"),
+    (dict(features=("grad_norms",), density_options={"mixture": {}}),
+     r"config.eval.composed.density_options: unknown density 'mixture'; choose from \['chi_square'"),
+    (dict(features=("grad_norms",), density="chi_square", density_options={"chi_square": {"dofs": [3]}}),
+     r"density_options.chi_square: option\(s\) \['dofs'\] are set by the scorer itself"),
+    (dict(features=("grad_norms",), density="knn", density_options={"knn": {"k": 0}}),
+     r"density_options.knn: k must be a positive int"),
 ])
 def test_bad_config_is_a_one_line_error_before_any_work(composed, match):
     with pytest.raises(OodgenError, match=match) as info:
@@ -214,3 +222,35 @@ def test_evaluate_writes_the_composed_score_and_bad_config_writes_nothing(tmp_pa
 def test_every_feature_names_a_registered_scorer():
     from oodgen.scorers import SCORERS
     assert {source.scorer for source in FEATURES.values()} <= set(SCORERS) - {"composed"}
+
+
+def test_parts_and_density_fit_on_disjoint_halves(vae_params, images):
+    """Typicality's Ĥ comes from the first half of the held-out images, the density from the other half."""
+    fit, test = images
+    half = len(fit) // 2
+    h_hat = nll_bpd(vae_params, fit[:half])[:half // 2].mean()   # typicality: Ĥ from the first half of its images
+    features = lambda x: np.stack([nll_bpd(vae_params, x), np.abs(nll_bpd(vae_params, x) - h_hat)], axis=1)  # noqa: E731
+    x_density, x_test = features(fit[half:]), features(test)
+    mean, std = x_density.mean(axis=0), x_density.std(axis=0)
+    expected = NearestNeighbors(n_neighbors=5).fit((x_density - mean) / std).kneighbors((x_test - mean) / std)[0][:, -1]
+    scorer = build_scorer("composed", VAE, eval_config(features=("log_likelihood", "typicality"), density="knn"))
+    assert scorer.fit_split(len(fit)) == (slice(0, half), slice(half, len(fit)))
+    state = scorer.fit(vae_params, fit)
+    assert state.states["typicality"].h_hat == pytest.approx(h_hat, rel=1e-5)
+    np.testing.assert_allclose(scorer.score(state, test), expected, rtol=1e-4, atol=1e-5)
+    # with no part that estimates anything from data, the density takes every held-out image
+    only_likelihood = build_scorer("composed", VAE, eval_config(features=("log_likelihood",), density="knn"))
+    assert only_likelihood.fit_split(len(fit)) == (slice(0, 0), slice(0, len(fit)))
+
+
+def test_density_options_reach_the_composed_density(vae_params, images):
+    fit, _ = images
+    config = load_config_file("configs/vae_fashion_mnist.py")
+    assert config.eval.composed.density_options.gmm.n_components == [1, 2, 4, 8]
+    options = {"gmm": {"n_components": [1, 3], "folds": 4}, "knn": {"k": 2}}
+    gmm = build_scorer("composed", VAE, eval_config(features=("log_likelihood",), density="gmm",
+                                                    density_options=ml_collections.ConfigDict(options)))
+    assert sorted(gmm.fit(vae_params, fit).fitted.cv_log_likelihood) == [1, 3]
+    knn = build_scorer("composed", VAE, eval_config(features=("log_likelihood",), density="knn",
+                                                    density_options=options))
+    assert knn.fit(vae_params, fit).fitted.k == 2

@@ -182,7 +182,55 @@ def test_fit_errors():
         density.GaussianMixtureDensity(folds=5).fit(np.ones((4, 3)))
     with pytest.raises(OodgenError, match="at least 6 fit examples"):
         density.KNNDistance(k=5).fit(np.ones((5, 3)))
-    with pytest.raises(OodgenError, match="exceed"):
-        density.GaussianMixtureDensity(n_components=(1, 8), folds=5).fit(_gaussian(8, seed=16))
+    with pytest.raises(OodgenError, match="every candidate n_components \\[7, 8\\] exceeds the 6 examples"):
+        density.GaussianMixtureDensity(n_components=(7, 8), folds=5).fit(_gaussian(8, seed=16))
+    with pytest.raises(OodgenError, match="at least 9 fit examples"):
+        density.GaussianMixtureDensity(n_components=9).fit(_gaussian(8, seed=16))
+    with pytest.raises(OodgenError, match="folds must be an int >= 2"):
+        density.GaussianMixtureDensity(folds=2.5)
     with pytest.raises(OodgenError, match="positive"):
         density.ChiSquareDensity((3, 0))
+
+
+def test_gmm_drops_candidates_larger_than_a_training_fold_with_a_warning():
+    """MSMA's 2..20 components with 10 folds on 15 examples: training folds hold 13 (15 − ceil(15 / 10))."""
+    x = _bimodal(15, seed=17)
+    smallest = 15 - int(np.ceil(15 / 10))
+    with pytest.warns(UserWarning, match=r"dropped candidate n_components \[14, 15, .*, 20\].*choosing among"):
+        fitted = density.fit_density("gmm", x, n_components=list(range(2, 21)), folds=10)
+    assert sorted(fitted.cv_log_likelihood) == list(range(2, smallest + 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fitted = density.fit_density("gmm", _bimodal(40, seed=18), n_components=list(range(2, 21)), folds=10)
+    assert sorted(fitted.cv_log_likelihood) == list(range(2, 21))
+
+
+@pytest.mark.parametrize("options, supplied, match", [
+    ({"flow": {}}, None, r"where: unknown density 'flow'; choose from \['chi_square', 'gaussian_log', 'gmm', 'knn'\]"),
+    ({"gmm": {"fold": 3}}, None,
+     r"where.gmm: unknown option\(s\) \['fold'\]; its options are \['n_components', 'folds'"),
+    ({"gmm": 5}, None, r"where.gmm must map option names to values"),
+    ({"gmm": {"folds": 1}}, None, r"where.gmm: folds must be an int >= 2"),
+    ({"knn": {"k": 0}}, None, r"where.knn: k must be a positive int"),
+    ({"gaussian_log": {"of_log": "yes"}}, None, r"where.gaussian_log.of_log must be True or False"),
+    ({"chi_square": {"dofs": [1]}}, {"chi_square": ("dofs",)}, r"\['dofs'\] are set by the scorer itself"),
+    ({}, None, r"density 'chi_square' needs option\(s\) \['dofs'\]"),
+    ("gmm", None, r"where must map density names to option dicts"),
+])
+def test_check_options_refuses_bad_options_in_one_line(options, supplied, match):
+    with pytest.raises(OodgenError, match=match) as e:
+        density.check_options(options, "where", used=("chi_square",) if options == {} else (), supplied=supplied)
+    assert "\n" not in str(e.value)
+
+
+def test_check_options_returns_plain_dicts_and_merge_overrides_field_by_field():
+    import ml_collections
+    options = ml_collections.ConfigDict({"gmm": {"n_components": [2, 3], "folds": 10}, "knn": {"k": 5}})
+    checked = density.check_options(options, "where", used=("gmm", "knn", "chi_square"),
+                                    supplied={"chi_square": ("dofs",)})
+    assert checked == {"gmm": {"n_components": [2, 3], "folds": 10}, "knn": {"k": 5}}
+    assert all(type(v) is dict for v in checked.values())
+    merged = density.merge_options(checked, {"gmm": {"folds": 5}, "gaussian_log": {"of_log": False}})
+    assert merged == {"gmm": {"n_components": [2, 3], "folds": 5}, "knn": {"k": 5},
+                      "gaussian_log": {"of_log": False}}
+    assert checked["gmm"]["folds"] == 10  # not modified in place

@@ -139,3 +139,58 @@ def test_unknown_kernel_is_refused(images):
     params = module.init(jax.random.key(0), images.astype(jnp.float32))["params"]
     with pytest.raises(ValueError, match="kernel 'fastest'"):
         fast_grad_sq_norms(_layers_loss(module), params, images, jnp.zeros(6), kernel="fastest")
+
+
+def _group_rows_by_loop(model, params, images: np.ndarray, order: np.ndarray, group_size: int, seed: int):
+    """f64[ceil(N / G), T]: position j holds image order[j] with key fold_in(key(seed), j); group g sums the
+    eval-mode NLL over positions [gG, (g+1)G), the last group completed with copies of its last image."""
+    positions = list(order) + [order[-1]] * (-len(order) % group_size)
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.key(seed), jnp.arange(len(positions)))
+    grad = jax.jit(jax.grad(lambda p, x, k: jnp.sum(model.eval_nll(p, x, k))))
+    rows = []
+    for start in range(0, len(positions), group_size):
+        members = positions[start:start + group_size]
+        grads = grad(params, jnp.asarray(images[members]), keys[start:start + group_size])
+        rows.append([float(np.sum(np.asarray(g, np.float64) ** 2)) for g in jax.tree.leaves(grads)])
+    return np.array(rows)
+
+
+def test_group_variant_shuffles_positions_by_seed_and_scores_each_image_by_its_group():
+    from oodgen.scorers.gradients import FEATURE_FLOOR, GradientNormScorer
+
+    model, seed, size = GENERATIVE_MODELS[0], 7, 3
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (10, 8, 8, 1)).astype(np.uint8)   # 10 = 3 groups of 3 and a ragged one
+    fit_images = rng.integers(0, 256, (12, 8, 8, 1)).astype(np.uint8)
+    params = jax.jit(model.init)(jax.random.key(0), jnp.asarray(images[:2]))
+    scorer = GradientNormScorer(model, batch_size=6, seed=seed, group_size=size, method="vmap",
+                                densities=("gaussian_log",))
+    order = np.random.default_rng(seed).permutation(10)   # the documented fixed-seed permutation of positions
+    groups = scorer.groups(10)
+    members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    assert sorted(len(m) for m in members) == [1, 3, 3, 3]
+    assert any(np.ptp(m) != len(m) - 1 for m in members)       # not runs of consecutive positions
+    assert sorted(map(sorted, members)) == sorted(sorted(order[j:j + size]) for j in range(0, 10, size))
+    assert not np.array_equal(GradientNormScorer(model, batch_size=6, seed=8, group_size=size).groups(10), groups)
+    np.testing.assert_array_equal(GradientNormScorer(model, batch_size=6, seed=seed).groups(10), np.arange(10))
+
+    rows = _group_rows_by_loop(model, params, images, order, size, seed)
+    expected = np.empty((10, rows.shape[1]))
+    for g, start in enumerate(range(0, 10, size)):
+        expected[order[start:start + size]] = rows[g]           # back to the input order
+    np.testing.assert_allclose(scorer.features(params, images), expected, rtol=2e-4, atol=1e-9)
+
+    # the fit set is shuffled the same way (its own 12 positions), one row per group
+    fit_order = np.random.default_rng(seed).permutation(12)
+    log_rows = np.log(np.maximum(_group_rows_by_loop(model, params, fit_images, fit_order, size, seed), FEATURE_FLOOR))
+    state = scorer.fit(params, fit_images)
+    fitted = state.densities["gaussian_log"]
+    np.testing.assert_allclose(fitted.mean, log_rows.mean(axis=0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(fitted.std, log_rows.std(axis=0), rtol=1e-3, atol=1e-4)
+    scores = scorer.score_all(state, images)["grad_gaussian_log_group3"]
+    log_x = np.log(np.maximum(expected, FEATURE_FLOOR))[:, fitted.selection.kept]
+    z = (log_x - fitted.mean) / fitted.std
+    np.testing.assert_allclose(scores, (0.5 * z ** 2 + np.log(fitted.std) + 0.5 * np.log(2 * np.pi)).sum(axis=1),
+                               rtol=1e-3, atol=1e-3)
+    for m in members:
+        assert np.all(scores[m] == scores[m[0]])

@@ -1,6 +1,8 @@
+import functools
 import math
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -119,16 +121,16 @@ def test_bad_configurations_are_refused():
         HVAEModel(latent_channels=(), latent_units=(4,))
 
 
+
 # ---------------------------------------------------------------------------------------------------------
-# An independent reference for L^{>k} (Havtorn et al. 2021), written out plainly in float64.
+# An independent reference for L^{>k} (Havtorn et al. 2021): a plain loop over k, importance samples and
+# levels, with every density, the mode substitution and the log-mean-exp written out in float64.
 # ---------------------------------------------------------------------------------------------------------
 
-REF_BASE = dict(image_shape=(28, 28, 1), width=8, dense_width=16, latent_channels=(2,), latent_units=(4, 2))
-REF_MODELS = {
-    "bernoulli": HVAEModel(**REF_BASE),
-    "discretized_logistic_mixture": HVAEModel(**REF_BASE, likelihood="discretized_logistic_mixture",
-                                              num_mixtures=3),
-}
+# The same network as MODEL (so the fixtures' parameters and compilations are shared), and the same one with
+# a discretised logistic mixture likelihood (it differs only in the decoder's output layer).
+LOGISTIC = HVAEModel(**{**MODEL.__dict__, "likelihood": "discretized_logistic_mixture", "num_mixtures": 3})
+REF_MODELS = {"bernoulli": MODEL, "discretized_logistic_mixture": LOGISTIC}
 
 
 def _with_prior_levels(model, prior_levels):
@@ -137,20 +139,17 @@ def _with_prior_levels(model, prior_levels):
 
 def _np_gaussian_log_prob(z, mean, std):
     """log N(z; mean, std²) in float64, summed over all but the batch axis: f64[B]."""
-    z, mean, std = (np.asarray(a, np.float64) for a in (z, mean, std))
     per_dim = -0.5 * ((z - mean) / std) ** 2 - 0.5 * np.log(2 * np.pi) - np.log(std)
     return per_dim.reshape(per_dim.shape[0], -1).sum(axis=1)
 
 
 def _np_gaussian_kl(mean_q, std_q, mean_p, std_p):
-    """KL(N(mean_q, std_q²) || N(mean_p, std_p²)) in float64, summed over all but the batch axis."""
-    mq, sq, mp, sp = (np.asarray(a, np.float64) for a in (mean_q, std_q, mean_p, std_p))
-    per_dim = np.log(sp) - np.log(sq) + (sq**2 + (mq - mp) ** 2) / (2 * sp**2) - 0.5
+    """KL(N(mean_q, std_q²) || N(mean_p, std_p²)) in float64, summed over all but the batch axis: f64[B]."""
+    per_dim = np.log(std_p) - np.log(std_q) + (std_q**2 + (mean_q - mean_p) ** 2) / (2 * std_p**2) - 0.5
     return per_dim.reshape(per_dim.shape[0], -1).sum(axis=1)
 
 
 def _np_log_mean_exp(a, axis):
-    a = np.asarray(a, np.float64)
     top = a.max(axis=axis, keepdims=True)
     return np.log(np.exp(a - top).mean(axis=axis)) + np.squeeze(top, axis=axis)
 
@@ -162,37 +161,72 @@ def _pixel_shuffle(x):
     return jnp.transpose(x, (0, 1, 3, 2, 4, 5)).reshape(b, 2 * h, 2 * w, c4 // 4)
 
 
+@functools.lru_cache(maxsize=None)
+def _layer(model, name, i=None):
+    """One piece of the network, from the module's own sub-layers, jitted on its own: (params, *args) -> out.
+
+    Only the network's layers come from the module; which of them runs when, and on what z, is the
+    reference's business. `i` is the 0-based layer index of level i + 1.
+    """
+    num_conv = len(model.latent_channels)
+    grid = (model.image_shape[0] // 2 ** (num_conv + 1), model.image_shape[1] // 2 ** (num_conv + 1))
+
+    def fn(net, *args):
+        enc, dec = net.encoder, net.decoder
+        if name == "bottom_up":
+            return enc(args[0])
+        if name == "top_posterior":                         # the top level's q sees h_L alone
+            return enc.posterior(i, args[0])
+        if name == "prior_and_posterior":                   # p(z_i | t) and q(z_i | t, h_i)
+            t, h = args
+            return dec.priors[i](t), enc.posterior(i, jnp.concatenate([t, h], axis=-1))
+        if name == "dense_to_map":                          # the dense state -> the top conv level's map
+            t = dec.from_dense(nn.swish(args[0])).reshape(args[0].shape[0], *grid, model.width)
+            return _pixel_shuffle(dec.up_from_dense(nn.swish(t)))
+        if name == "take_z":                                # t (or nothing, at the top) + z_i, then blocks
+            t, z = args if len(args) == 2 else (None, args[0])
+            t = dec.z_in[i](z) if t is None else t + dec.z_in[i](z)
+            for block in dec.down_blocks[i]:
+                t = block(t)
+            return _pixel_shuffle(dec.upsample[i](nn.swish(t))) if i < num_conv else t
+        if name == "decode":
+            return dec(args[0])
+        raise ValueError(name)
+
+    return jax.jit(lambda params, *args: nn.apply(fn, model.net)({"params": params}, *args))
+
+
 def _reference_inputs(model, images, rng, num_samples):
-    """Re-derives (does NOT call) what `HVAEModel._prepare` does: one key per example, each split into a
-    data key (dynamic binarisation for Bernoulli; a fixed map to [-1, 1] for the logistic mixture) and a
-    noise key, which is split into one key per level, each drawing that level's S standard normals.
-    Returns (target f32[B, H, W, C], eps: per level a list over samples s of f64[B, *shape])."""
-    num_levels = model.num_levels
-    shapes = [(28 // 2, 28 // 2, 2), (4,), (2,)]  # z_1 (conv, half resolution), z_2, z_3 (dense)
-    assert model.latent_channels == (2,) and model.latent_units == (4, 2) and model.image_shape == (28, 28, 1)
+    """Re-derives (does NOT call) `HVAEModel._prepare`: one key per example, split into a data key
+    (Bernoulli: a dynamic binarisation x ~ Bernoulli(pixel / 255); logistic: pixel * 2/255 - 1, no noise)
+    and a noise key, split into one key per level (bottom to top), each drawing that level's S standard
+    normals. Returns (target f32[B, H, W, C], eps[level][s] f64[B, *latent_shape])."""
+    height, width, _ = model.image_shape
+    shapes = [(height // 2 ** (n + 1), width // 2 ** (n + 1), c) for n, c in enumerate(model.latent_channels)]
+    shapes += [(u,) for u in model.latent_units]
     keys = jax.random.split(rng, images.shape[0])
-    targets, eps = [], [[[] for _ in range(num_samples)] for _ in range(num_levels)]
+    pixels = np.asarray(images)
+    targets, eps = [], [[[] for _ in range(num_samples)] for _ in shapes]
     for b in range(images.shape[0]):
         data_key, noise_key = jax.random.split(keys[b])
         if model.likelihood == "bernoulli":
-            probs = np.asarray(images[b], np.float32) / np.float32(255)
-            targets.append(np.asarray(jax.random.bernoulli(data_key, jnp.asarray(probs)), np.float32))
+            probs = pixels[b].astype(np.float32) / np.float32(255)
+            targets.append(np.asarray(jax.random.bernoulli(data_key, probs), np.float32))
         else:
-            targets.append(np.asarray(images[b], np.float32) * np.float32(2 / 255) - np.float32(1))
-        level_keys = jax.random.split(noise_key, num_levels)
-        for i, shape in enumerate(shapes):
-            draws = np.asarray(jax.random.normal(level_keys[i], (num_samples, *shape)), np.float64)
+            targets.append(pixels[b].astype(np.float32) * np.float32(2 / 255) - np.float32(1))
+        level_keys = jax.random.split(noise_key, len(shapes))
+        for level, shape in enumerate(shapes):
+            draws = np.asarray(jax.random.normal(level_keys[level], (num_samples, *shape)), np.float64)
             for s in range(num_samples):
-                eps[i][s].append(draws[s])
-    eps = [[np.stack(per_example) for per_example in per_sample] for per_sample in eps]
-    return np.stack(targets), eps
+                eps[level][s].append(draws[s])
+    return np.stack(targets), [[np.stack(examples) for examples in per_sample] for per_sample in eps]
 
 
 def _reference_log_px(model, out, target, images):
     """log p(x | decoder output) in float64, summed per example: f64[B]."""
     if model.likelihood == "bernoulli":
         logits, x = np.asarray(out, np.float64), np.asarray(target, np.float64)
-        per_pixel = x * logits - np.logaddexp(0.0, logits)  # log sigmoid(l)^x (1 - sigmoid(l))^(1-x)
+        per_pixel = x * logits - np.logaddexp(0.0, logits)  # log sigmoid(l)^x (1 - sigmoid(l))^(1 - x)
     else:
         per_pixel = np.asarray(likelihoods.discretized_logistic_mixture_log_prob(images, out, model.num_mixtures),
                                np.float64)
@@ -200,53 +234,45 @@ def _reference_log_px(model, out, target, images):
 
 
 def reference_bounds(model, params, images, rng, num_samples):
-    """L^{>k} for k = 0 .. L-1 by a plain loop: f64[L, B], plus (log p(x|z), analytic KLs f64[L, B]) of
-    the k = 0, s = 0 pass. Only the network's layers come from the module; the bookkeeping is here.
+    """L^{>k} for k = 0 .. L-1 by a plain loop: f64[L, B]; plus (log p(x|z) f64[B], analytic KLs f64[L, B])
+    of the k = 0, s = 0 pass.
 
-    For every k and importance sample s, a top-down pass from level L (standard normal prior) to level 1:
-    level j (1-based) with j <= k takes its conditional prior's mode (or, with prior_levels="sample", the
-    prior's mean + std * eps) and adds nothing to the log weight; a level j > k takes the posterior sample
-    mean_q + std_q * eps and adds log p(z_j | z_{>j}) - log q(z_j | z_{>j}, x). The log weight adds
-    log p(x | z), and L^{>k} = log (1/S) sum_s exp(log weight_s).
+    For every k and importance sample s, one top-down pass from level L (standard normal prior) to level 1.
+    A level j <= k (1-based) is not inferred: z_j is its conditional prior's mode (prior_levels="mode") or
+    the prior's mean + std * eps_j ("sample"), and it adds nothing to the log weight. A level j > k takes
+    the posterior sample z_j = mean_q + std_q * eps_j and adds log p(z_j | z_{>j}) - log q(z_j | z_{>j}, x).
+    The log weight then adds log p(x | z), and L^{>k} = log (1/S) Σ_s exp(log weight_s).
     """
-    net = model.net.bind({"params": params})
-    enc, dec = net.encoder, net.decoder
+    layer = functools.partial(_layer, _with_prior_levels(model, "mode"))  # the layers do not depend on it
     target, eps = _reference_inputs(model, images, rng, num_samples)
-    hs = enc(jnp.asarray(target))
+    hs = layer("bottom_up")(params, jnp.asarray(target))
     num_levels, num_conv, batch = model.num_levels, len(model.latent_channels), images.shape[0]
-    grid = (28 // 4, 28 // 4)
     result, first_pass = np.zeros((num_levels, batch)), None
     for k in range(num_levels):
         log_w = np.zeros((num_samples, batch))
         for s in range(num_samples):
             t, kls = None, np.zeros((num_levels, batch))
-            for j in range(num_levels, 0, -1):  # 1-based level j, from the top down; layer index j - 1
+            for j in range(num_levels, 0, -1):  # level j, top down; its layers have index j - 1
                 i = j - 1
-                if j == num_conv:  # the top conv level: the dense state becomes a 7x7 map, then 14x14
-                    t = dec.from_dense(jax.nn.swish(t)).reshape(batch, *grid, model.width)
-                    t = _pixel_shuffle(dec.up_from_dense(jax.nn.swish(t)))
                 if j == num_levels:
                     mean_p, std_p = np.zeros_like(eps[i][s]), np.ones_like(eps[i][s])
-                    mean_q, std_q = enc.posterior(i, hs[i])
+                    mean_q, std_q = layer("top_posterior", i)(params, hs[i])
                 else:
-                    mean_p, std_p = dec.priors[i](t)
-                    mean_q, std_q = enc.posterior(i, jnp.concatenate([t, hs[i]], axis=-1))
+                    if j == num_conv:
+                        t = layer("dense_to_map")(params, t)
+                    (mean_p, std_p), (mean_q, std_q) = layer("prior_and_posterior", i)(params, t, hs[i])
                 mean_p, std_p, mean_q, std_q = (np.asarray(a, np.float64) for a in (mean_p, std_p, mean_q, std_q))
-                if j > k:  # inferred: a posterior sample, with its log-ratio term
+                if j > k:    # inferred: a posterior sample, with its log-ratio term
                     z = mean_q + std_q * eps[i][s]
                     log_w[s] += _np_gaussian_log_prob(z, mean_p, std_p) - _np_gaussian_log_prob(z, mean_q, std_q)
                     kls[i] = _np_gaussian_kl(mean_q, std_q, mean_p, std_p)
-                elif model.prior_levels == "mode":  # not inferred: the prior's mode, no term
-                    z = mean_p
+                elif model.prior_levels == "mode":
+                    z = mean_p   # the mode of a Gaussian; no term
                 else:
                     z = mean_p + std_p * eps[i][s]
-                zf = dec.z_in[i](jnp.asarray(z, jnp.float32))
-                t = zf if t is None else t + zf
-                for block in dec.down_blocks[i]:
-                    t = block(t)
-                if j <= num_conv:
-                    t = _pixel_shuffle(dec.upsample[i](jax.nn.swish(t)))
-            log_px = _reference_log_px(model, dec(t), target, images)
+                args = (jnp.asarray(z, jnp.float32),) if t is None else (t, jnp.asarray(z, jnp.float32))
+                t = layer("take_z", i)(params, *args)
+            log_px = _reference_log_px(model, layer("decode")(params, t), target, images)
             log_w[s] += log_px
             if k == 0 and s == 0:
                 first_pass = (log_px, kls)
@@ -255,80 +281,81 @@ def reference_bounds(model, params, images, rng, num_samples):
 
 
 @pytest.fixture(scope="module")
-def ref_images():
-    return jnp.asarray(np.random.default_rng(11).integers(0, 256, (3, 28, 28, 1)), jnp.uint8)
+def ref_params(params):
+    """The fixture's parameters perturbed, so that priors and posteriors are far from N(0, 1) and from each
+    other (the Gaussian heads start near N(0, 1), which would hide e.g. a mode / posterior mean mix-up);
+    the logistic model's take a random decoder output layer of the right width."""
+    rng = np.random.default_rng(13)
+    perturbed = jax.tree_util.tree_map(lambda a: a + 0.3 * jnp.asarray(rng.normal(size=a.shape), a.dtype), params)
+    features = LOGISTIC.pixels.out_features
+    kernel = perturbed["decoder"]["out"]["kernel"]
+    out = {"kernel": jnp.asarray(0.2 * rng.normal(size=(*kernel.shape[:-1], features)), jnp.float32),
+           "bias": jnp.asarray(0.2 * rng.normal(size=(features,)), jnp.float32)}
+    logistic = {**perturbed, "decoder": {**perturbed["decoder"], "out": out}}
+    return {"bernoulli": perturbed, "discretized_logistic_mixture": logistic}
+
+
+REF_RNG = 14
 
 
 @pytest.fixture(scope="module")
-def ref_params(ref_images):
-    """Initial parameters, perturbed so that priors and posteriors are far from N(0, 1) and from each other
-    (at initialisation the Gaussian heads start near N(0, 1), which would hide a mode/mean mix-up)."""
-    out = {}
-    for name, model in REF_MODELS.items():
-        params = jax.jit(model.init)(jax.random.key(12), ref_images)
-        leaves, tree = jax.tree_util.tree_flatten(params)
-        noise_keys = jax.random.split(jax.random.key(13), len(leaves))
-        leaves = [leaf + 0.3 * jax.random.normal(key, leaf.shape) for leaf, key in zip(leaves, noise_keys)]
-        out[name] = jax.tree_util.tree_unflatten(tree, leaves)
-    return out
-
-
-@pytest.fixture(scope="module")
-def reference(ref_params, ref_images):
-    """Memoised reference_bounds, keyed by (likelihood, prior_levels, S)."""
+def reference(ref_params, images):
+    """reference_bounds(likelihood, prior_levels, S) on the fixture's images, memoised."""
     cache = {}
 
     def get(likelihood, prior_levels, num_samples):
         key = (likelihood, prior_levels, num_samples)
         if key not in cache:
             model = _with_prior_levels(REF_MODELS[likelihood], prior_levels)
-            cache[key] = reference_bounds(model, ref_params[likelihood], ref_images, jax.random.key(14), num_samples)
+            cache[key] = reference_bounds(model, ref_params[likelihood], images, jax.random.key(REF_RNG),
+                                          num_samples)
         return cache[key]
     return get
 
 
-@pytest.mark.parametrize("likelihood", list(REF_MODELS))
-@pytest.mark.parametrize("prior_levels", ["mode", "sample"])
-@pytest.mark.parametrize("num_samples", [1, 3])
-def test_bounds_match_an_independent_float64_reference(reference, ref_params, ref_images, likelihood,
-                                                       prior_levels, num_samples):
+@pytest.mark.parametrize("likelihood, prior_levels, num_samples", [
+    ("bernoulli", "mode", 1), ("bernoulli", "mode", 3), ("bernoulli", "sample", 1), ("bernoulli", "sample", 3),
+    ("discretized_logistic_mixture", "mode", 3), ("discretized_logistic_mixture", "sample", 1)])
+def test_bounds_match_an_independent_float64_reference(reference, ref_params, images, likelihood, prior_levels,
+                                                       num_samples):
     model = _with_prior_levels(REF_MODELS[likelihood], prior_levels)
     expected, _ = reference(likelihood, prior_levels, num_samples)
-    got = jax.jit(model.bounds, static_argnums=3)(ref_params[likelihood], ref_images, jax.random.key(14),
-                                                   num_samples)
+    got = np.asarray(jax.jit(model.bounds, static_argnums=3)(ref_params[likelihood], images,
+                                                              jax.random.key(REF_RNG), num_samples))
+    assert got.shape == expected.shape == (model.num_levels, images.shape[0])
     assert np.all(np.isfinite(expected))
     for k in range(model.num_levels):
         np.testing.assert_allclose(got[k], expected[k], rtol=1e-4, err_msg=f"L^{{>{k}}}")
-        # The likelihood ratio L - L^{>k} is what the scorer reports: it must match too, not only the sum.
-        np.testing.assert_allclose(got[0] - got[k], expected[0] - expected[k], rtol=1e-3, atol=2e-2,
+        # What the scorer reports is the ratio L - L^{>k}: it must match on its own scale too.
+        np.testing.assert_allclose(got[0] - got[k], expected[0] - expected[k], rtol=1e-3, atol=2e-3,
                                    err_msg=f"L - L^{{>{k}}}")
-    # The reference is not degenerate: every k gives a different bound.
-    for k in range(1, model.num_levels):
-        assert np.all(np.abs(expected[k] - expected[k - 1]) > 0.1)
+    # The reference is not degenerate: each k moves the bound of every example.
+    assert np.all(np.abs(np.diff(expected, axis=0)) > 0.05)
 
 
 @pytest.mark.parametrize("likelihood", list(REF_MODELS))
-def test_prior_mode_and_prior_sample_references_differ_where_they_must(reference, likelihood):
+def test_reference_prior_mode_and_prior_sample_differ_only_for_k_above_zero(reference, likelihood):
     mode, _ = reference(likelihood, "mode", 3)
     sample, _ = reference(likelihood, "sample", 3)
-    np.testing.assert_allclose(mode[0], sample[0], rtol=1e-12)  # k = 0: nothing is taken from the prior
-    assert np.all(np.abs(mode[1:] - sample[1:]) > 0.1)
+    np.testing.assert_allclose(mode[0], sample[0], rtol=1e-12)  # k = 0: no level is taken from the prior
+    assert np.all(np.abs(mode[1:] - sample[1:]) > 0.05)
 
 
-@pytest.mark.parametrize("likelihood", list(REF_MODELS))
-@pytest.mark.parametrize("num_samples", [1, 3])
-def test_reference_k0_is_log_prob_and_its_terms_are_the_elbo_terms(reference, ref_params, ref_images,
-                                                                   likelihood, num_samples):
-    """k = 0 of the reference is L itself: `log_prob` with the same S and key. With S = 1 the reference's
-    k = 0 pass uses the same noise as `elbo_terms`, so its log p(x|z) and its analytic per-level KLs
-    (computed in the reference, not used by the bound) must equal elbo_terms' exactly (to float32)."""
-    model = REF_MODELS[likelihood]
-    params, rng = ref_params[likelihood], jax.random.key(14)
+@pytest.mark.parametrize("likelihood, num_samples", [("bernoulli", 1), ("bernoulli", 3),
+                                                     ("discretized_logistic_mixture", 1)])
+def test_reference_k0_is_log_prob_and_its_terms_are_the_elbo_terms(reference, ref_params, images, likelihood,
+                                                                   num_samples):
+    """The reference's k = 0 is L itself: `log_prob` with the same S and key must equal it. With S = 1 the
+    reference's k = 0 pass uses the same noise as `elbo_terms`, so its log p(x|z) and its analytic per-level
+    KLs (computed in the reference, though the bound does not use them) must equal elbo_terms' outputs.
+    (The one-sample ELBO log_px - Σ KL is NOT the S = 1 bound: the analytic KL is not the sampled log ratio.)"""
+    model, params, rng = REF_MODELS[likelihood], ref_params[likelihood], jax.random.key(REF_RNG)
     expected, (ref_log_px, ref_kl) = reference(likelihood, "mode", num_samples)
-    got = jax.jit(model.log_prob, static_argnums=3)(params, ref_images, rng, num_samples)
-    np.testing.assert_allclose(got, expected[0], rtol=1e-4)
+    fns = (log_prob, elbo_terms) if model is MODEL else (jax.jit(model.log_prob, static_argnums=3),
+                                                          jax.jit(model.elbo_terms))
+    np.testing.assert_allclose(fns[0](params, images, rng, num_samples), expected[0], rtol=1e-4)
     if num_samples == 1:
-        log_px, kl = jax.jit(model.elbo_terms)(params, ref_images, rng)
+        log_px, kl = fns[1](params, images, rng)
         np.testing.assert_allclose(log_px, ref_log_px, rtol=1e-4)
-        np.testing.assert_allclose(kl, ref_kl, rtol=1e-4, atol=1e-3)
-        assert np.all(ref_kl > 0)
+        np.testing.assert_allclose(kl, ref_kl, rtol=1e-4, atol=1e-4)
+        assert np.all(ref_kl > 0.01)

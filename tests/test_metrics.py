@@ -191,3 +191,80 @@ def test_bad_shapes_raise(s_in):
 def test_fpr_at_tpr_rejects_bad_target(target):
     with pytest.raises(OodgenError):
         metrics.fpr_at_tpr(np.zeros(5), np.ones(5), target)
+
+
+def _naive_grouped_ci(s_in, s_out, g_in, g_out, n_boot: int, level: float, seed: int) -> tuple[float, float]:
+    """Plain loop: each resample draws G whole groups with replacement per set (groups in sorted-id order, the
+    in-set's draws first, rng.integers(0, G, G) per row), takes every member of each drawn group, sklearn AUROC."""
+    rng = np.random.default_rng(seed)
+    members_in = [np.flatnonzero(g_in == g) for g in np.unique(g_in)]
+    members_out = [np.flatnonzero(g_out == g) for g in np.unique(g_out)]
+    picks_in = rng.integers(0, len(members_in), size=(n_boot, len(members_in)))
+    picks_out = rng.integers(0, len(members_out), size=(n_boot, len(members_out)))
+    aucs = []
+    for b in range(n_boot):
+        x_in = np.concatenate([s_in[members_in[j]] for j in picks_in[b]])
+        x_out = np.concatenate([s_out[members_out[j]] for j in picks_out[b]])
+        aucs.append(roc_auc_score(np.r_[np.zeros(x_in.size), np.ones(x_out.size)], np.r_[x_in, x_out]))
+    alpha = (1 - level) / 2
+    low, high = np.quantile(aucs, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
+def _grouped_scores(seed: int, groups_in: int, groups_out: int, size: int):
+    """Scores shared by groups of `size` (the last group smaller), group ids shuffled and not contiguous."""
+    rng = np.random.default_rng(seed)
+    ids_in = rng.permutation(np.arange(groups_in * size - 2) // size) * 7 + 3
+    ids_out = rng.permutation(np.arange(groups_out * size - 1) // size) * 5 - 40
+    return (rng.normal(0.0, 1.0, groups_in)[(ids_in - 3) // 7], rng.normal(0.7, 1.0, groups_out)[(ids_out + 40) // 5],
+            ids_in, ids_out)
+
+
+def test_grouped_bootstrap_matches_a_loop_over_whole_groups():
+    s_in, s_out, g_in, g_out = _grouped_scores(0, 20, 15, 4)
+    got = metrics.bootstrap_auroc_ci(s_in, s_out, n_boot=300, level=0.9, seed=5, groups_in=g_in, groups_out=g_out)
+    assert got == pytest.approx(_naive_grouped_ci(s_in, s_out, g_in, g_out, 300, 0.9, 5), abs=1e-12)
+    # one side grouped, the other per example
+    got = metrics.bootstrap_auroc_ci(s_in, s_out, n_boot=300, seed=6, groups_in=g_in)
+    assert got == pytest.approx(_naive_grouped_ci(s_in, s_out, g_in, np.arange(s_out.size), 300, 0.95, 6), abs=1e-12)
+    # singleton groups are the per-example bootstrap, draw for draw
+    plain = metrics.bootstrap_auroc_ci(s_in, s_out, n_boot=300, seed=7)
+    assert plain == metrics.bootstrap_auroc_ci(s_in, s_out, n_boot=300, seed=7, groups_in=np.arange(s_in.size),
+                                               groups_out=np.arange(s_out.size))
+    assert plain == pytest.approx(_naive_grouped_ci(s_in, s_out, np.arange(s_in.size), np.arange(s_out.size),
+                                                    300, 0.95, 7), abs=1e-12)
+
+
+def test_grouped_interval_is_as_wide_as_that_of_one_score_per_group():
+    """Each of 40 + 40 scores repeated 5 times: the per-image bootstrap treats the copies as independent and is
+    ~sqrt(5) too narrow; resampling groups gives the width of the 40-vs-40 interval."""
+    rng = np.random.default_rng(8)
+    u_in, u_out = rng.normal(0.0, 1.0, 40), rng.normal(0.6, 1.0, 40)
+    s_in, s_out = np.repeat(u_in, 5), np.repeat(u_out, 5)
+    g_in, g_out = np.repeat(np.arange(40), 5), np.repeat(np.arange(40), 5)
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    per_image = width(metrics.bootstrap_auroc_ci(s_in, s_out, n_boot=2000, seed=1))
+    grouped = width(metrics.bootstrap_auroc_ci(s_in, s_out, n_boot=2000, seed=1, groups_in=g_in, groups_out=g_out))
+    unique = width(metrics.bootstrap_auroc_ci(u_in, u_out, n_boot=2000, seed=2))
+    assert grouped > 1.8 * per_image
+    assert grouped == pytest.approx(unique, rel=0.15)
+
+
+@pytest.mark.parametrize("bad", [{"groups_in": np.zeros(3)}, {"groups_out": np.zeros((10, 1))}])
+def test_grouped_bootstrap_rejects_group_ids_of_the_wrong_length(bad):
+    with pytest.raises(OodgenError, match="one group id per score") as e:
+        metrics.bootstrap_auroc_ci(*_continuous(0, 12, 10), **bad)
+    assert "\n" not in str(e.value)
+
+
+def test_compute_metrics_bootstraps_groups_of_the_scores_that_have_them():
+    from oodgen.evaluation import compute_metrics
+    s_in, s_out, g_in, g_out = _grouped_scores(1, 12, 10, 3)
+    scores = {"grad_knn_group3": {"in": s_in, "ood": s_out}, "plain": {"in": s_in, "ood": s_out}}
+    results = compute_metrics(scores, "in", {"grad_knn_group3": {"in": g_in, "ood": g_out}})
+    expected = _naive_grouped_ci(s_in, s_out, g_in, g_out, 1000, 0.95, 0)
+    assert results["grad_knn_group3"]["ood"]["auroc_ci95"] == pytest.approx(list(expected), abs=1e-12)
+    singletons = _naive_grouped_ci(s_in, s_out, np.arange(s_in.size), np.arange(s_out.size), 1000, 0.95, 0)
+    assert results["plain"]["ood"]["auroc_ci95"] == pytest.approx(list(singletons), abs=1e-12)
+    assert results["plain"]["ood"]["auroc"] == results["grad_knn_group3"]["ood"]["auroc"]
+    assert compute_metrics(scores, "in") == compute_metrics(scores, "in", {})

@@ -9,7 +9,7 @@ from bench.run_all import Entry
 from oodgen.evaluation import METRICS_FILE
 
 TINY = Entry("vae", "configs/vae_fashion_mnist.py:tiny", ("log_likelihood", "composed"),
-             overrides=("--config.eval.composed.features=log_likelihood,input_complexity",),
+             overrides=("--config.eval.composed.features=log_likelihood,typicality",),
              scorer_overrides=(("log_likelihood", ("--config.eval.max_examples=24",)),))
 
 
@@ -26,7 +26,7 @@ def test_run_all_trains_once_evaluates_each_scorer_apart_resumes_and_tables(tmp_
     # the scorer's own override reaches only that scorer: 24 images per set for it, the config's 48 otherwise
     assert np.load(outdirs["log_likelihood"] / "scores.npz")[f"log_likelihood/{test_set}"].shape == (24,)
     composed = np.load(outdirs["composed"] / "scores.npz")
-    name = "composed_gmm_log_likelihood+input_complexity"
+    name = "composed_gmm_log_likelihood+typicality"
     assert composed[f"{name}/{test_set}"].shape == (config.eval.max_examples,)
 
     # a second run finds the checkpoint and every metrics.json: nothing is trained or evaluated again

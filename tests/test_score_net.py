@@ -180,3 +180,81 @@ def test_training_moves_the_score_towards_the_closed_form(params):
     before, after = float(before), float(after)
     assert np.all(np.isfinite(losses))
     assert after < 0.5 * before, (before, after)
+
+
+def _standardised(x_fit: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean, std = x_fit.mean(axis=0), x_fit.std(axis=0)
+    return (x_fit - mean) / std, (x - mean) / std
+
+
+def test_msma_density_options_reach_the_densities(params):
+    """The paper's defaults (GMM 2..20 components by 10-fold CV, 5-NN) and command-line overrides reach the
+    fitted auxiliary models: CV candidates and values, and kNN distances, against scikit-learn directly."""
+    import ml_collections
+    from sklearn.mixture import GaussianMixture
+    from sklearn.model_selection import KFold
+    from sklearn.neighbors import NearestNeighbors
+    from threadpoolctl import threadpool_limits
+
+    from oodgen.config import load_config_file, parse_overrides
+    from oodgen.errors import OodgenError
+    from oodgen.scorers import build_scorer
+    from oodgen.scorers.score_matching import MSMAScorer
+
+    rng = np.random.default_rng(5)
+    fit = rng.integers(0, 256, (40, 8, 8, 1)).astype(np.uint8)
+    test = rng.integers(0, 256, (7, 8, 8, 1)).astype(np.uint8)
+    features = jax.jit(MODEL.msma_features)
+    z_fit, z_test = _standardised(np.asarray(features(params, fit), np.float64),
+                                  np.asarray(features(params, test), np.float64))
+    config = load_config_file("configs/score_net_fashion_mnist.py")
+    paper = {"n_components": list(range(2, 21)), "folds": 10}
+    assert {k: config.eval.msma.density_options.gmm[k] for k in paper} == paper
+    assert config.eval.msma.density_options.knn.k == 5
+    with threadpool_limits(1):
+        for scorer in (MSMAScorer(MODEL, batch_size=16), build_scorer("msma", MODEL, config.eval)):
+            state = scorer.fit(params, fit)
+            assert sorted(state.densities["gmm"].cv_log_likelihood) == list(range(2, 21))
+            knn5 = scorer.score_all(state, test)["msma_knn"]
+            expected = NearestNeighbors(n_neighbors=5).fit(z_fit).kneighbors(z_test)[0][:, -1]
+            np.testing.assert_allclose(knn5, expected, rtol=1e-4, atol=1e-5)
+
+        config = parse_overrides(config, ["--config.eval.msma.density_options.gmm.folds=3",
+                                          "--config.eval.msma.density_options.gmm.n_components=[1,2]",
+                                          "--config.eval.msma.density_options.knn.k=3"])
+        scorer = build_scorer("msma", MODEL, config.eval)
+        state = scorer.fit(params, fit)
+        splits = list(KFold(3, shuffle=True, random_state=0).split(z_fit))
+        mixture = lambda k: GaussianMixture(k, covariance_type="full", reg_covar=1e-6, random_state=0)  # noqa: E731
+        cv = {k: np.mean(np.concatenate([mixture(k).fit(z_fit[a]).score_samples(z_fit[b]) for a, b in splits]))
+              for k in (1, 2)}
+        got = state.densities["gmm"].cv_log_likelihood
+        assert sorted(got) == [1, 2]
+        np.testing.assert_allclose([got[1], got[2]], [cv[1], cv[2]], rtol=1e-4, atol=1e-4)
+        knn3 = scorer.score_all(state, test)["msma_knn"]
+        expected = NearestNeighbors(n_neighbors=3).fit(z_fit).kneighbors(z_test)[0][:, -1]
+        np.testing.assert_allclose(knn3, expected, rtol=1e-4, atol=1e-5)
+        assert not np.allclose(knn3, knn5)
+
+    def eval_config(**options):
+        return ml_collections.ConfigDict(dict(num_samples=1, batch_size=8, seed=0, msma=dict(density_options=options)))
+    for options, match in (({"gmm": {"fold": 3}}, r"config.eval.msma.density_options.gmm: unknown option\(s\) "
+                                                  r"\['fold'\]; its options are \['n_components', 'folds'"),
+                           ({"flow": {}}, r"config.eval.msma.density_options: unknown density 'flow'; choose from"),
+                           ({"knn": {"k": -1}}, r"config.eval.msma.density_options.knn: k must be a positive int")):
+        with pytest.raises(OodgenError, match=match) as e:
+            build_scorer("msma", MODEL, eval_config(**options))
+        assert "\n" not in str(e.value)
+
+
+def test_msma_defaults_fit_a_small_set_dropping_oversized_candidates():
+    """15 fit images: 10-fold training folds hold 13, so candidates 14..20 are dropped with a warning."""
+    from threadpoolctl import threadpool_limits
+
+    from oodgen.scorers.score_matching import MSMAScorer
+
+    params = jax.jit(MODEL.init)(jax.random.key(0, impl="rbg"), jnp.zeros((2, 8, 8, 1), jnp.uint8))
+    fit = np.random.default_rng(6).integers(0, 256, (15, 8, 8, 1)).astype(np.uint8)
+    with threadpool_limits(1), pytest.warns(UserWarning, match=r"dropped candidate n_components \[14, .*20\]"):
+        state = MSMAScorer(MODEL, batch_size=16, densities=("gmm",)).fit(params, fit)
+    assert sorted(state.densities["gmm"].cv_log_likelihood) == list(range(2, 14))

@@ -1,3 +1,5 @@
+import gzip
+import hashlib
 import json
 
 import jax
@@ -59,3 +61,57 @@ def test_best_checkpoint_is_the_one_with_lowest_validation_bits_per_dim(tmp_path
     best = checkpoints.checkpoint_manager(tmp_path, read_only=True, best=True)
     assert best.all_steps() == [min(logged, key=logged.get)]
     assert checkpoints.checkpoint_manager(tmp_path, read_only=True).all_steps() == [4, 6]  # keep_checkpoints=2
+
+
+# --- the held-out split is recorded at training and checked at evaluation ---------------------------------
+
+def _raw_fashion_mnist_train(config) -> np.ndarray:
+    """uint8[60000, 28, 28, 1] read straight from the IDX file (a 16-byte header, then the pixels)."""
+    from oodgen import data
+    from oodgen.data import fashion_mnist
+    if not data.load(config.data.train, image_shape=(28, 28, 1)).source.startswith("idx:"):
+        pytest.skip("Fashion-MNIST comes from a TFDS copy here, not the IDX files this test reads")
+    with gzip.open(fashion_mnist.idx_dir() / "train-images-idx3-ubyte.gz") as f:
+        return np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28, 1)
+
+
+def test_the_held_out_split_is_recorded_and_another_is_refused(tmp_path):
+    from oodgen.evaluation import evaluate
+    config, workdir = _config(), tmp_path / "run"
+    train(config, workdir)
+    raw, num_val = _raw_fashion_mnist_train(config), config.data.num_validation
+    split = json.loads((workdir / "split.json").read_text())
+    assert split["held_out_sha256"] == hashlib.sha256(raw[-num_val:].tobytes()).hexdigest()
+    train_part = raw[:-num_val][:config.data.max_train_examples]
+    assert split["train_sha256"] == hashlib.sha256(train_part.tobytes()).hexdigest()
+    assert (split["num_held_out"], split["num_train"], split["num_validation"]) == (64, 512, 64)
+    assert split["data.train"] == "fashion_mnist:train" and split["max_train_examples"] == 512
+    recorded, log = (workdir / "split.json").read_bytes(), (workdir / "train_metrics.jsonl").read_bytes()
+
+    # evaluating with another split is refused in one line, and writes nothing
+    with pytest.raises(OodgenError, match=r"held-out split differs from the one .*run was trained with "
+                                          r"\(num_validation 32 vs 64, now vs at training\): evaluate with") as info:
+        evaluate(_config("--config.data.num_validation=32"), workdir, outdir=tmp_path / "eval")
+    assert "\n" not in str(info.value) and not (tmp_path / "eval").exists()
+    # so is resuming with another split; the record stays as it was
+    with pytest.raises(OodgenError, match=r"num_validation 32 vs 64.*resume with the data settings"):
+        train(_config("--config.data.num_validation=32"), workdir)
+    assert (workdir / "split.json").read_bytes() == recorded
+    # the same settings over other pixels (a changed dataset) are refused too
+    (workdir / "split.json").write_text(json.dumps({**split, "held_out_sha256": "0" * 64}))
+    with pytest.raises(OodgenError, match=r"held_out_sha256 [0-9a-f]{12} vs 000000000000.*data behind"):
+        evaluate(config, workdir, outdir=tmp_path / "eval")
+
+    # a workdir trained before splits were recorded: refused, with a fix that records it without a step
+    (workdir / "split.json").unlink()
+    with pytest.raises(OodgenError, match=r"has no split.json .* re-run train.py .* takes no training step"):
+        evaluate(config, workdir, outdir=tmp_path / "eval")
+    with pytest.raises(OodgenError, match=r"num_validation 32 vs 64, now vs its config.json"):
+        train(_config("--config.data.num_validation=32"), workdir)   # would record a wrong split
+    assert not (workdir / "split.json").exists()
+    train(config, workdir)
+    assert (workdir / "split.json").read_bytes() == recorded
+    assert (workdir / "train_metrics.jsonl").read_bytes() == log   # no step taken
+    assert checkpoints.latest_step(workdir) == config.train.steps
+    evaluate(config, workdir, outdir=tmp_path / "eval")
+    assert (tmp_path / "eval" / "metrics.json").is_file()

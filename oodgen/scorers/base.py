@@ -66,6 +66,12 @@ class ModelScorer:
         """{score name: f32[N]}: every score this scorer gives in one pass; by default its one score."""
         return {self.name: self.score(state, images)}
 
+    def groups(self, num_images: int) -> np.ndarray | None:
+        """int[N]: the group of each image when images share one score (they are resampled together by the
+        bootstrap); None when every image has its own."""
+        del num_images
+        return None
+
     def has_pixel_maps(self, state: Any) -> bool:
         """Whether `pixel_maps(state, images) -> f32[N, H, W]` can run for this state."""
         del state

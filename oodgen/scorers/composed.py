@@ -98,6 +98,8 @@ class ComposedScorer(ModelScorer):
 
     `standardize`: z-score each kept column with the fit set's mean and std first (gmm and knn
     standardise internally anyway; refused for gaussian_log/chi_square, which need positive features).
+    `density_options`: {density: {field: value}}, passed to `oodgen.density.fit_density` for `density`
+    (e.g. {"gmm": {"n_components": [1, 2, 4, 8], "folds": 5}}); unset fields keep the density's defaults.
     `name`: the score's key in scores.npz / metrics.json; default composed_<density>_<f1>+<f2>...
     `eval_config`: config.eval, for the parts' settings (build_scorer passes it); None: their defaults.
     `references`: how parts that need a second model get it (build_scorer passes the caller's resolver).
@@ -107,6 +109,7 @@ class ComposedScorer(ModelScorer):
     standardize: bool = False
     name: str = ""
     units: str = ""
+    density_options: dict = dataclasses.field(default_factory=dict)
     eval_config: ml_collections.ConfigDict | None = dataclasses.field(default=None, repr=False, compare=False)
     parts: dict = dataclasses.field(init=False, repr=False, compare=False)  # scorer name -> scorer
 
@@ -139,6 +142,9 @@ class ComposedScorer(ModelScorer):
             raise OodgenError(f"density 'chi_square' needs degrees of freedom per feature, which {no_dofs} do not "
                               f"have (only {sorted(f for f, s in FEATURES.items() if s.dofs)}); "
                               "use gaussian_log, gmm or knn")
+        object.__setattr__(self, "density_options", density.check_options(
+            self.density_options, f"{setting}.density_options", used=(self.density,),
+            supplied={"chi_square": ("dofs",)}))
         if self.standardize and self.density in POSITIVE_DENSITIES:
             raise OodgenError(f"{setting}.standardize=True makes features signed but density {self.density!r} needs "
                               "positive ones; set standardize=False or use gmm or knn")
@@ -218,7 +224,7 @@ class ComposedScorer(ModelScorer):
         kept = drop_unusable(x, list(names), self.name, positive=self.density in POSITIVE_DENSITIES)
         x = x[:, kept]
         standardizer = density.Standardizer.fit(x) if self.standardize else None
-        kwargs = {}
+        kwargs = dict(self.density_options.get(self.density, {}))
         if self.density == "chi_square":
             dofs = np.concatenate([np.asarray(FEATURES[f].dofs(params), np.float64) for f in self.features])
             kwargs["dofs"] = dofs[kept]

@@ -2,6 +2,10 @@
 noise-conditional score network at every noise level, put under an auxiliary model fitted on held-out
 in-distribution features (a Gaussian mixture with cross-validated components, or the distance to the
 k-th nearest neighbour). Score = −log density or the distance; higher = more OOD.
+
+Density settings: `density_options` {density: {field: value}} over MSMA_DENSITY_OPTIONS, the paper's
+(a full-covariance GMM on standardised features with 2–20 components chosen by 10-fold cross-validation;
+the distance to the 5th neighbour), passed to `oodgen.density.fit_density`.
 """
 
 import dataclasses
@@ -25,6 +29,12 @@ def msma_features(model, num_samples: int, params: chex.ArrayTree, images: jax.A
     return model.msma_features(params, images)
 
 
+MSMA_DENSITY_OPTIONS: density.DensityOptions = {
+    "gmm": {"n_components": list(range(2, 21)), "folds": 10},
+    "knn": {"k": 5},
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class MSMAFitState:
     params: chex.ArrayTree
@@ -37,6 +47,7 @@ class MSMAScorer(ModelScorer):
     densities: tuple[str, ...] = ("gmm", "knn")
     name: str = "msma"
     units: str = "−log density (gmm) or k-NN distance (knn) of score norms"
+    density_options: dict = dataclasses.field(default_factory=dict)  # over MSMA_DENSITY_OPTIONS, field by field
     requires: ClassVar = ((caps.SCORE_FUNCTION,),)
     fits_on_data: ClassVar[bool] = True
 
@@ -46,6 +57,9 @@ class MSMAScorer(ModelScorer):
         if not self.densities or unknown:
             raise OodgenError(f"config.eval.msma.densities={list(self.densities)}; choose from "
                               f"{sorted(density.DENSITIES)}")
+        options = density.merge_options(MSMA_DENSITY_OPTIONS, self.density_options)
+        object.__setattr__(self, "density_options", density.check_options(
+            options, "config.eval.msma.density_options", used=self.densities))
 
     def features(self, params: chex.ArrayTree, images: np.ndarray) -> np.ndarray:
         """f32[N, L]: the score norm at each noise level (`model.sigmas`, largest first)."""
@@ -59,7 +73,8 @@ class MSMAScorer(ModelScorer):
     def fit(self, params: chex.ArrayTree, in_dist: np.ndarray) -> MSMAFitState:
         """Fits each auxiliary model on the features of held-out in-distribution images."""
         features = self.features(params, in_dist)
-        return MSMAFitState(params, {name: density.fit_density(name, features) for name in self.densities})
+        return MSMAFitState(params, {name: density.fit_density(name, features, **self.density_options.get(name, {}))
+                                     for name in self.densities})
 
     def score_all(self, state: MSMAFitState, images: np.ndarray) -> dict[str, np.ndarray]:
         """{msma_<density>: f32[N]}."""
