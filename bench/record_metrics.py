@@ -12,7 +12,25 @@ import numpy as np
 
 from bench.runner import machine_description, write_section
 from oodgen.config import load_saved_config
-from oodgen.evaluation import METRICS_FILE, SCORES_FILE, markdown_table
+from oodgen.evaluation import METRICS_FILE, RUN_FILE, SCORES_FILE, markdown_table
+from oodgen import checkpoints
+
+
+def evaluated(workdir: Path, outdir: Path, config) -> str:
+    """'checkpoint step N (best) of batch B, S importance samples per bound': what evaluate.py scored, from
+    its evaluation.json, else from the workdir's checkpoints and the saved config."""
+    if (outdir / RUN_FILE).is_file():
+        run = json.loads((outdir / RUN_FILE).read_text())
+        which, step, samples = run["checkpoint"], run["checkpoint_step"], run["num_samples"]
+    else:
+        which = config.eval.get("checkpoint", "latest")
+        best = which == "best" and (workdir / checkpoints.BEST_DIR).is_dir()
+        manager = checkpoints.checkpoint_manager(workdir, read_only=True, best=best)
+        step = manager.best_step() if best else manager.latest_step()
+        manager.close()
+        samples = config.eval.num_samples
+    return (f"checkpoint step {step} ({which}) of batch {config.train.batch_size}, {samples} importance samples "
+            "per bound")
 
 
 def main():
@@ -37,12 +55,10 @@ def main():
         scorer, dataset = key.split("/", 1)
         if scorer in results:
             scores.setdefault(scorer, {})[dataset] = loaded[key]
-    steps = config.train.steps
     body = "\n".join([
         f"### {args.title or args.section}",
         "",
-        f"Command: `{args.command}` — model `{config.model.name}`, {steps} steps of batch "
-        f"{config.train.batch_size}, {config.eval.num_samples} importance samples per bound. "
+        f"Command: `{args.command}` — model `{config.model.name}`, {evaluated(workdir, outdir, config)}. "
         f"Machine: {args.machine or machine_description()}.",
         *([args.notes, ""] if args.notes else [""]),
         markdown_table(results, scores, config.data.test),

@@ -25,6 +25,7 @@ from oodgen.validation import check_images
 
 SCORES_FILE = "scores.npz"
 METRICS_FILE = "metrics.json"
+RUN_FILE = "evaluation.json"  # what was evaluated: checkpoint step, importance samples, fit images
 PLOTS_DIR = "plots"
 
 
@@ -242,6 +243,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     if not sharding.is_main_process():  # every process holds every score; only process 0 writes files
         return results, "\n\n".join(report)
     write_outputs(outdir, scores, results, units, in_dist, extra_arrays)
+    run = {"checkpoint": config.eval.get("checkpoint", "latest"), "checkpoint_step": step,
+           "num_samples": int(config.eval.num_samples), "num_fit_images": len(fit_images),
+           "scorers": list(config.eval.scorers)}
+    _write_atomic(outdir / RUN_FILE, json.dumps(run, indent=2).encode())
     for scorer, per_set in maps.items():
         plots.plot_pixel_maps({spec: eval_sets[spec][:PIXEL_MAP_EXAMPLES] for spec in per_set}, per_set,
                               outdir / PLOTS_DIR / f"pixel_map_{scorer}.png",
