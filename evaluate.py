@@ -6,7 +6,7 @@ batch and process 0 writes the files and prints the report.
 """
 
 from oodgen.cli import main_wrapper, parse_args
-from oodgen.evaluation import evaluate
+from oodgen.evaluation.harness import evaluate
 from oodgen.sharding import is_main_process
 
 

@@ -5,7 +5,7 @@ Re-running the same command resumes from the latest checkpoint in --workdir. In 
 """
 
 from oodgen.cli import main_wrapper, parse_args
-from oodgen.training import train
+from oodgen.training.loop import train
 
 
 @main_wrapper

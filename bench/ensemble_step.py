@@ -16,12 +16,12 @@ import numpy as np
 
 from bench.runner import markdown_rows, publish, time_interleaved
 from configs import vae_fashion_mnist
-from oodgen import ensemble
+from oodgen.training import ensemble
 from oodgen.models import build_model
-from oodgen.objectives import mean_negative_bound
+from oodgen.training.objectives import mean_negative_bound
 from oodgen.scorers.ensemble import member_log_probs
 from oodgen.sharding import data_mesh, example_keys
-from oodgen.training import TrainState, make_ensemble_train_step, make_optimizer, train_step
+from oodgen.training.loop import TrainState, make_ensemble_train_step, make_optimizer, train_step
 
 
 def candidates(size: int, batch: int, score_batch: int, samples: int) -> tuple[dict, dict]:

@@ -1,8 +1,8 @@
 """Layer-wise per-example gradient norms: fast path vs vmap(grad) vs a per-example loop vs the floor.
 
   - "per-example loop (reference)": one jitted backward pass per image, in a Python loop;
-  - "vmap(grad), chunked": `oodgen.gradients.per_example_grad_sq_norms`;
-  - "fast path": `oodgen.gradients_fast.fast_grad_sq_norms`;
+  - "vmap(grad), chunked": `oodgen.features.gradients.per_example_grad_sq_norms`;
+  - "fast path": `oodgen.features.gradients_fast.fast_grad_sq_norms`;
   - "floor: one batched grad": the gradient of the mean loss (no per-example information).
 Memory is XLA's temporary buffer size of each compiled function (compiled.memory_analysis()).
 Run: python -m bench.grad_norms [--batch 64,256] [--models vae,hvae] [--repeats 3]
@@ -16,8 +16,8 @@ import numpy as np
 
 from bench.runner import backend_section, machine_description, time_interleaved, write_section
 from configs import hvae_fashion_mnist, vae_fashion_mnist
-from oodgen.gradients import per_example_grad_sq_norms, tensor_names
-from oodgen.gradients_fast import fast_grad_sq_norms, fast_path_coverage
+from oodgen.features.gradients import per_example_grad_sq_norms, tensor_names
+from oodgen.features.gradients_fast import fast_grad_sq_norms, fast_path_coverage
 from oodgen.models import build_model
 from oodgen.sharding import example_keys
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from bench.runner import machine_description, write_section
 from oodgen.config import load_config_file, parse_overrides
-from oodgen.evaluation import METRICS_FILE, auroc_cell, evaluate
-from oodgen.training import METRICS_FILE as TRAIN_LOG
-from oodgen.training import train
+from oodgen.evaluation.harness import METRICS_FILE, auroc_cell, evaluate
+from oodgen.training.loop import METRICS_FILE as TRAIN_LOG
+from oodgen.training.loop import train
 
 CONFIG = "configs/score_net_fashion_mnist.py"
 OVERRIDES = ("--config.train.checkpoint_every=200", "--config.eval.checkpoint=latest",

@@ -12,8 +12,8 @@ import numpy as np
 
 from bench.runner import machine_description, write_section
 from oodgen.config import load_saved_config
-from oodgen.evaluation import METRICS_FILE, RUN_FILE, SCORES_FILE, markdown_table
-from oodgen import checkpoints
+from oodgen.evaluation.harness import METRICS_FILE, RUN_FILE, SCORES_FILE, markdown_table
+from oodgen.training import checkpoints
 
 
 def evaluated(workdir: Path, outdir: Path, config) -> str:

@@ -24,10 +24,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.runner import machine_description, write_section  # noqa: E402
-from oodgen import checkpoints  # noqa: E402
+from oodgen.training import checkpoints  # noqa: E402
 from oodgen.config import load_config_file, parse_overrides  # noqa: E402
-from oodgen.evaluation import METRICS_FILE, auroc_cell, evaluate  # noqa: E402
-from oodgen.training import train  # noqa: E402
+from oodgen.evaluation.harness import METRICS_FILE, auroc_cell, evaluate  # noqa: E402
+from oodgen.training.loop import train  # noqa: E402
 
 FIGURES = Path(__file__).resolve().parent / "figures"
 

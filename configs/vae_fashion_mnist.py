@@ -70,7 +70,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.eval.checkpoint = "best"      # "best" (lowest validation bits/dim) or "latest"
     config.eval.seed = 1
     # Settings of scorers that are not in eval.scorers by default (add them there to run them).
-    # density_options: each density's settings (oodgen.density), Dauncey et al.'s for gaussian_log and
+    # density_options: each density's settings (oodgen.features.density), Dauncey et al.'s for gaussian_log and
     # chi_square of f (of_log=True: of log f); override e.g. --config.eval.grad_norms.density_options.knn.k=10.
     config.eval.grad_norms = ml_collections.ConfigDict(
         dict(densities=("gaussian_log", "chi_square", "gmm"), group_size=1, method="fast", chunk_size=8,

@@ -5,13 +5,15 @@ preprocessing. Everything below is a pure function of (params, images, rng) or a
 dataclass holding hyper-parameters.
 """
 
-from oodgen import data, likelihoods, metrics, plots, sharding
-from oodgen.checkpoints import checkpoint_manager
+from oodgen import data, sharding
+from oodgen.evaluation import metrics, plots
+from oodgen.models import likelihoods
+from oodgen.training.checkpoints import checkpoint_manager
 from oodgen.config import load_config_file, load_saved_config, parse_overrides
 from oodgen.data import Dataset, load
 from oodgen.errors import DatasetNotFoundError, OodgenError
-from oodgen.evaluation import evaluate
-from oodgen.metrics import auroc, auprc_in, auprc_out, detection_error, fpr_at_tpr, ood_metrics
+from oodgen.evaluation.harness import evaluate
+from oodgen.evaluation.metrics import auroc, auprc_in, auprc_out, detection_error, fpr_at_tpr, ood_metrics
 from oodgen.models import MODELS, build_model
 from oodgen.models.ddpm import DDPMModel
 from oodgen.models.glow import GlowModel
@@ -21,7 +23,7 @@ from oodgen.models.score_net import ScoreNetModel
 from oodgen.models.vae import VAEModel
 from oodgen.scorers import SCORERS, build_scorer
 from oodgen.scorers.likelihood import LikelihoodScorer
-from oodgen.training import TrainState, create_train_state, make_optimizer, make_train_step, train
+from oodgen.training.loop import TrainState, create_train_state, make_optimizer, make_train_step, train
 from oodgen.validation import check_images
 
 __all__ = [

@@ -28,7 +28,7 @@ from oodgen.scorers import (SCORERS, BackgroundRatioScorer, ComposedScorer, DDPM
                             LikelihoodRegretScorer, LikelihoodScorer, LocalRatioScorer, MSMAScorer, TypicalityScorer)
 from oodgen.scorers.hierarchical import KLPerLevelScorer
 from oodgen.scorers.ratios import Reference
-from oodgen.training import TrainState, make_ensemble_train_step, make_optimizer, make_train_step
+from oodgen.training.loop import TrainState, make_ensemble_train_step, make_optimizer, make_train_step
 
 SHAPE = (8, 8, 1)
 BATCH = 4

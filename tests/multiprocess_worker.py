@@ -16,8 +16,8 @@ import numpy as np
 
 from oodgen import sharding
 from oodgen.cli import parse_args
-from oodgen.evaluation import evaluate
-from oodgen.training import train
+from oodgen.evaluation.harness import evaluate
+from oodgen.training.loop import train
 
 
 def main(workdir: str, outdir: str, overrides: list[str]) -> None:

@@ -11,13 +11,13 @@ import pytest
 
 from oodgen.config import load_config_file
 from oodgen.errors import OodgenError
-from oodgen.evaluation import evaluate, load_eval_sets
+from oodgen.evaluation.harness import evaluate, load_eval_sets
 from oodgen.models import build_model
-from oodgen.objectives import l2_penalty, make_objective
-from oodgen.perturbation import perturb
-from oodgen.restore import load_trained_model
+from oodgen.training.objectives import l2_penalty, make_objective
+from oodgen.data.perturbation import perturb
+from oodgen.training.restore import load_trained_model
 from oodgen.sharding import example_keys
-from oodgen.training import train
+from oodgen.training.loop import train
 
 
 def test_perturbation_resamples_a_mu_fraction_of_subpixels():
@@ -117,8 +117,9 @@ def test_the_background_model_is_chosen_on_perturbed_held_out_images(trained):
     held-out images perturbed at μ with the fixed held-out key, without the L2 penalty."""
     import json
 
-    from oodgen import checkpoints, data
-    from oodgen.training import HELD_OUT_PERTURBATION_SALT
+    from oodgen import data
+    from oodgen.training import checkpoints
+    from oodgen.training.loop import HELD_OUT_PERTURBATION_SALT
 
     _, root = trained
     config, model, params = load_trained_model(root / "background")   # its best checkpoint

@@ -17,7 +17,7 @@ from oodgen.errors import OodgenError
 from oodgen.models import MODELS
 from oodgen.scorers import SCORERS, build_scorer
 from oodgen.scorers.compatibility import MODEL_VARIANTS, compatibility, markdown_table
-from oodgen.training import train
+from oodgen.training.loop import train
 
 ROOT = Path(__file__).resolve().parent.parent
 LIKELIHOOD_MODELS = {"vae, bernoulli", "vae, logistic", "hvae, bernoulli", "hvae, logistic", "pixelcnn",

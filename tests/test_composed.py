@@ -19,8 +19,8 @@ from threadpoolctl import threadpool_limits
 
 from oodgen.config import load_config_file
 from oodgen.errors import OodgenError
-from oodgen.evaluation import evaluate
-from oodgen.likelihoods import bits_per_dim
+from oodgen.evaluation.harness import evaluate
+from oodgen.models.likelihoods import bits_per_dim
 from oodgen.models.hvae import HVAEModel
 from oodgen.models.vae import VAEModel
 from oodgen.scorers import build_scorer
@@ -28,7 +28,7 @@ from oodgen.scorers.composed import FEATURES, drop_unusable
 from oodgen.scorers.gradients import FEATURE_FLOOR, GradientNormScorer
 from oodgen.scorers.hierarchical import KLPerLevelScorer
 from oodgen.sharding import example_keys
-from oodgen.training import train
+from oodgen.training.loop import train
 
 VAE = VAEModel(image_shape=(8, 8, 1), latent_dim=3, channels=(4,))
 HVAE = HVAEModel(image_shape=(8, 8, 1), width=8, dense_width=16, latent_channels=(2,), latent_units=(4, 3))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from oodgen.compression import compressed_bits, compressed_bits_per_dim, jpeg2000_data_bytes, png_data_bytes
+from oodgen.features.compression import compressed_bits, compressed_bits_per_dim, jpeg2000_data_bytes, png_data_bytes
 from oodgen.errors import OodgenError
 
 

@@ -5,7 +5,7 @@ import pytest
 from scipy import stats
 from threadpoolctl import threadpool_limits
 
-from oodgen import density
+from oodgen.features import density
 from oodgen.errors import OodgenError
 
 DOFS = (1, 7, 1000, 100000)

@@ -8,17 +8,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from oodgen import ensemble, swag
+from oodgen.training import ensemble, swag
 from oodgen.config import load_config_file, parse_overrides
 from oodgen.errors import OodgenError
-from oodgen.evaluation import evaluate
+from oodgen.evaluation.harness import evaluate
 from oodgen.models import build_model
 from oodgen.models.vae import VAEModel
-from oodgen.restore import load_trained_model, restore_state
+from oodgen.training.restore import load_trained_model, restore_state
 from oodgen.scorers import build_scorer
 from oodgen.scorers.ensemble import SCORE_NAMES, EnsembleScorer, ensemble_scores
 from oodgen.sharding import data_mesh, replicated
-from oodgen.training import (TrainState, create_run_state, make_ensemble_train_step, make_optimizer, make_train_step,
+from oodgen.training.loop import (TrainState, create_run_state, make_ensemble_train_step, make_optimizer, make_train_step,
                              train)
 
 SMALL = VAEModel(image_shape=(8, 8, 1), latent_dim=3, channels=(4,))

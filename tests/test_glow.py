@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from oodgen.gradients_fast import trace_layers
+from oodgen.features.gradients_fast import trace_layers
 from oodgen.models.glow import ActNorm, GlowModel, flatten_latents
 from oodgen.sharding import example_keys
 

@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from oodgen.gradients import group_grad_sq_norms, per_example_grad_sq_norms, tensor_names, tensor_sizes
-from oodgen.gradients_fast import fast_grad_sq_norms, fast_path_coverage
+from oodgen.features.gradients import group_grad_sq_norms, per_example_grad_sq_norms, tensor_names, tensor_sizes
+from oodgen.features.gradients_fast import fast_grad_sq_norms, fast_path_coverage
 from oodgen.models.hvae import HVAEModel
 from oodgen.models.vae import VAEModel
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from oodgen import likelihoods
+from oodgen.models import likelihoods
 from oodgen.models.hvae import HVAEModel, _gaussian_kl
 from oodgen.scorers.hierarchical import HierarchicalLLRScorer
 from oodgen.sharding import example_keys

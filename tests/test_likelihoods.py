@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from oodgen import likelihoods
+from oodgen.models import likelihoods
 
 LEVELS = jnp.arange(256, dtype=jnp.uint8)
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from oodgen import metrics
+from oodgen.evaluation import metrics
 from oodgen.errors import OodgenError
 
 CONTINUOUS = [(0, 50, 40), (1, 200, 300), (2, 7, 13), (3, 1000, 20)]
@@ -258,7 +258,7 @@ def test_grouped_bootstrap_rejects_group_ids_of_the_wrong_length(bad):
 
 
 def test_compute_metrics_bootstraps_groups_of_the_scores_that_have_them():
-    from oodgen.evaluation import compute_metrics
+    from oodgen.evaluation.harness import compute_metrics
     s_in, s_out, g_in, g_out = _grouped_scores(1, 12, 10, 3)
     scores = {"grad_knn_group3": {"in": s_in, "ood": s_out}, "plain": {"in": s_in, "ood": s_out}}
     results = compute_metrics(scores, "in", {"grad_knn_group3": {"in": g_in, "ood": g_out}})

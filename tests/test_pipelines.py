@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from oodgen.config import load_config_file
-from oodgen.evaluation import evaluate
-from oodgen.training import train
+from oodgen.evaluation.harness import evaluate
+from oodgen.training.loop import train
 
 
 @pytest.mark.parametrize("spec,ood", [
@@ -105,11 +105,11 @@ def test_score_net_msma_and_ddpm_reconstruction(tmp_path):
     import jax
     import jax.numpy as jnp
 
-    from oodgen.evaluation import load_eval_sets
+    from oodgen.evaluation.harness import load_eval_sets
     from oodgen.scorers.diffusion import zscore_mean
-    from oodgen.restore import load_trained_model
+    from oodgen.training.restore import load_trained_model
     from oodgen.sharding import example_keys
-    from oodgen.training import load_training_data
+    from oodgen.training.loop import load_training_data
 
     for name, scores_expected in (("score_net", {"msma_gmm", "msma_knn"}), ("ddpm", {"ddpm_reconstruction"})):
         config = load_config_file(f"configs/{name}_fashion_mnist.py:tiny")

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from oodgen.gradients_fast import fast_path_coverage
+from oodgen.features.gradients_fast import fast_path_coverage
 from oodgen.models.pixelcnn import LocalPixelCNNModel, PixelCNNPPModel
 
 PP_GREY = PixelCNNPPModel(image_shape=(6, 6, 1), num_filters=8, num_resnets=1, num_scales=2, num_mixtures=2)

@@ -3,7 +3,7 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from oodgen import plots
+from oodgen.evaluation import plots
 from oodgen.errors import OodgenError
 
 

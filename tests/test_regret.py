@@ -4,7 +4,7 @@ import optax
 import pytest
 
 from oodgen.errors import OodgenError
-from oodgen.likelihoods import bits_per_dim
+from oodgen.models.likelihoods import bits_per_dim
 from oodgen.models.hvae import HVAEModel
 from oodgen.models.vae import VAEModel
 from oodgen.scorers.regret import LikelihoodRegretScorer, optimise_encoder, regret_per_example, split_encoder

@@ -6,7 +6,7 @@ import numpy as np
 
 from bench import run_all
 from bench.run_all import Entry
-from oodgen.evaluation import METRICS_FILE
+from oodgen.evaluation.harness import METRICS_FILE
 
 TINY = Entry("vae", "configs/vae_fashion_mnist.py:tiny", ("log_likelihood", "composed"),
              overrides=("--config.eval.composed.features=log_likelihood,typicality",),

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from oodgen.errors import OodgenError
-from oodgen.likelihoods import bits_per_dim
+from oodgen.models.likelihoods import bits_per_dim
 from oodgen.models.vae import VAEModel
 from oodgen.scorers import build_scorer
 from oodgen.scorers.likelihood import LikelihoodScorer
@@ -42,7 +42,7 @@ def test_unknown_scorer_name():
 
 
 def test_gradient_norm_scorer_features_groups_and_densities(params):
-    from oodgen.gradients import group_grad_sq_norms
+    from oodgen.features.gradients import group_grad_sq_norms
     from oodgen.scorers.gradients import GradientNormScorer
 
     rng = np.random.default_rng(1)

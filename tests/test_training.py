@@ -6,10 +6,10 @@ import jax
 import numpy as np
 import pytest
 
-from oodgen import checkpoints
+from oodgen.training import checkpoints
 from oodgen.config import load_config_file, parse_overrides
 from oodgen.errors import OodgenError
-from oodgen.training import batch_indices, train
+from oodgen.training.loop import batch_indices, train
 
 
 def _config(*overrides):
@@ -76,7 +76,7 @@ def _raw_fashion_mnist_train(config) -> np.ndarray:
 
 
 def test_the_held_out_split_is_recorded_and_another_is_refused(tmp_path):
-    from oodgen.evaluation import evaluate
+    from oodgen.evaluation.harness import evaluate
     config, workdir = _config(), tmp_path / "run"
     train(config, workdir)
     raw, num_val = _raw_fashion_mnist_train(config), config.data.num_validation

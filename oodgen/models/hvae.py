@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from oodgen import likelihoods
+from oodgen.models import likelihoods
 from oodgen.models import capabilities as caps
 from oodgen.models.pixels import PixelModelMixin
 from oodgen.models.vae import depth_to_space

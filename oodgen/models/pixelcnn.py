@@ -9,7 +9,7 @@ is the local autoregressive score).
 Every convolution is a plain `nn.Conv` with padding='VALID' on explicitly padded input (causal
 shifts and masks are paddings and kernel shapes), every network-in-network layer a plain
 `nn.Dense`, and each module instance runs once per forward pass: the layers oodgen's fast
-per-example gradient norms handle (`oodgen.gradients_fast`). Images go in as uint8 [B, H, W, C].
+per-example gradient norms handle (`oodgen.features.gradients_fast`). Images go in as uint8 [B, H, W, C].
 """
 
 import dataclasses
@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from oodgen import likelihoods
+from oodgen.models import likelihoods
 from oodgen.models import capabilities as caps
 from oodgen.models.vae import depth_to_space
 from oodgen.sharding import split_keys

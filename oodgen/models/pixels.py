@@ -6,7 +6,7 @@ import math
 import chex
 import jax
 
-from oodgen import likelihoods
+from oodgen.models import likelihoods
 from oodgen.models import capabilities as caps
 from oodgen.sharding import split_keys
 

@@ -1,5 +1,5 @@
 """Input complexity (Serrà et al. 2020): S(x) = NLL(x) − L(x), both in bits per dimension, where L(x) is
-the length of x under a lossless codec, image data only (`oodgen.compression`). Simple images (MNIST,
+the length of x under a lossless codec, image data only (`oodgen.features.compression`). Simple images (MNIST,
 constants) get high likelihood because they compress well; subtracting L corrects for that.
 Higher = more OOD. One score per codec: `input_complexity_<codec>`.
 
@@ -14,11 +14,11 @@ from typing import ClassVar
 import chex
 import numpy as np
 
-from oodgen.compression import CODECS, compressed_bits_per_dim
+from oodgen.features.compression import CODECS, compressed_bits_per_dim
 from oodgen.errors import OodgenError
 from oodgen.models import capabilities as caps
 from oodgen.scorers.base import ModelScorer
-from oodgen.likelihoods import negative_log_likelihood_bpd
+from oodgen.models.likelihoods import negative_log_likelihood_bpd
 from oodgen.validation import check_images
 
 

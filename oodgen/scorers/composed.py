@@ -11,7 +11,7 @@ Each feature name (`FEATURES`) is a feature vector of a registered scorer, built
 statistics of in-distribution data (typicality, DDPM z-scores, ...), it is fitted on the first half of the
 held-out images and the density on the features of the other half (`ComposedScorer.fit_split`); otherwise
 the density takes them all. The features, concatenated (f[N, F], F = Σ F_i), fit the density (any of
-`oodgen.density.DENSITIES`). Score = −log density, or the kNN distance; higher = more OOD.
+`oodgen.features.density.DENSITIES`). Score = −log density, or the kNN distance; higher = more OOD.
 Features that are constant or non-finite on the fit set (or non-positive, for gaussian_log/chi_square)
 are dropped with a warning naming them.
 """
@@ -24,9 +24,9 @@ import chex
 import ml_collections
 import numpy as np
 
-from oodgen import density
+from oodgen.features import density
 from oodgen.errors import OodgenError
-from oodgen.gradients import tensor_sizes
+from oodgen.features.gradients import tensor_sizes
 from oodgen.scorers.base import ModelScorer
 from oodgen.scorers.gradients import FEATURE_FLOOR
 
@@ -74,7 +74,7 @@ FEATURES: dict[str, FeatureSource] = {
 def drop_unusable(x: np.ndarray, names: list[str], what: str, positive: bool) -> np.ndarray:
     """Indices i[K] of the usable columns of fit features f[N, F]; warns naming the others.
 
-    Dropped, as `oodgen.density.select_features` does: columns with a non-finite value, with a value <= 0
+    Dropped, as `oodgen.features.density.select_features` does: columns with a non-finite value, with a value <= 0
     when `positive`, or with zero variance. OodgenError when nothing is left.
     """
     return density.usable_columns(x, what, positive, column_names=names,
@@ -98,7 +98,7 @@ class ComposedScorer(ModelScorer):
 
     `standardize`: z-score each kept column with the fit set's mean and std first (gmm and knn
     standardise internally anyway; refused for gaussian_log/chi_square, which need positive features).
-    `density_options`: {density: {field: value}}, passed to `oodgen.density.fit_density` for `density`
+    `density_options`: {density: {field: value}}, passed to `oodgen.features.density.fit_density` for `density`
     (e.g. {"gmm": {"n_components": [1, 2, 4, 8], "folds": 5}}); unset fields keep the density's defaults.
     `name`: the score's key in scores.npz / metrics.json; default composed_<density>_<f1>+<f2>...
     `eval_config`: config.eval, for the parts' settings (build_scorer passes it); None: their defaults.

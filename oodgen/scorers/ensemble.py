@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from oodgen import ensemble, swag
+from oodgen.training import ensemble, swag
 from oodgen.errors import OodgenError
 from oodgen.models import capabilities as caps
 from oodgen.scorers.base import ModelScorer
@@ -53,7 +53,7 @@ def ensemble_scores(log_p: jax.Array) -> jax.Array:
 def member_log_probs(model, num_samples: int, member_loop: str, params: chex.ArrayTree, images: jax.Array,
                      keys: jax.Array) -> jax.Array:
     """log p_m(x) of every member of stacked `params` [M, ...], same keys for all: f32[B, M], nats.
-    The members are vmapped or unrolled (`member_loop`, see oodgen.ensemble.resolve_member_loop)."""
+    The members are vmapped or unrolled (`member_loop`, see oodgen.training.ensemble.resolve_member_loop)."""
     return ensemble.map_members(lambda p: model.log_prob(p, images, keys, num_samples), member_loop, params).T
 
 
@@ -94,7 +94,7 @@ class EnsembleScorer(ModelScorer):
             raise OodgenError(f"config.eval.ensemble.num_swag_samples={self.num_swag_samples} must be at least 2")
 
     def stacked_params(self, train_state) -> chex.ArrayTree:
-        """The parameter sets [S, ...] to score with, from a restored train state (oodgen.restore.restore_state):
+        """The parameter sets [S, ...] to score with, from a restored train state (oodgen.training.restore.restore_state):
         its members, or num_swag_samples SWAG draws per member (members × draws, member-major)."""
         if self.source == "members":
             return train_state.params

@@ -9,11 +9,11 @@ fixed permutation of its positions, drawn from the scorer's seed (`group_order`)
 whatever the storage order (letters font by font, MNIST by class); the images at positions [gG, (g+1)G)
 of the shuffled order form group g, and the image at shuffled position j gets the key fold_in(key(seed), j).
 Every image gets its group's score, in the input order; `groups(N)` gives each image's group id (bootstrap
-whole groups: `oodgen.metrics.bootstrap_auroc_ci`). A ragged last group is completed with copies of its
+whole groups: `oodgen.evaluation.metrics.bootstrap_auroc_ci`). A ragged last group is completed with copies of its
 last image. The fit set is shuffled the same way and gives one row per group.
 
 Density settings: `density_options` {density: {field: value}} over GRAD_DENSITY_OPTIONS (Dauncey et al.:
-independent Gaussians on log f, the chi-square of f), passed to `oodgen.density.fit_density`.
+independent Gaussians on log f, the chi-square of f), passed to `oodgen.features.density.fit_density`.
 """
 
 import dataclasses
@@ -25,11 +25,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from oodgen import density, sharding
+from oodgen import sharding
+from oodgen.features import density
 from oodgen.errors import OodgenError
 from oodgen.models import capabilities as caps
-from oodgen.gradients import group_grad_sq_norms, tensor_names, tensor_sizes
-from oodgen.gradients_fast import KERNEL_CHOICES, KERNELS, fast_grad_sq_norms
+from oodgen.features.gradients import group_grad_sq_norms, tensor_names, tensor_sizes
+from oodgen.features.gradients_fast import KERNEL_CHOICES, KERNELS, fast_grad_sq_norms
 from oodgen.scorers.base import ModelScorer
 from oodgen.validation import check_images
 
@@ -141,7 +142,7 @@ class GradientNormScorer(ModelScorer):
         return rows[::self.group_size]
 
     def features(self, params: chex.ArrayTree, images: np.ndarray) -> np.ndarray:
-        """f32[N, n_tensors]: squared gradient norm of every parameter tensor (see `oodgen.gradients.tensor_names`),
+        """f32[N, n_tensors]: squared gradient norm of every parameter tensor (see `oodgen.features.gradients.tensor_names`),
         in input order; with G > 1 each image's row is its group's (`groups`, `group_features`).
 
         The densities see max(f, FEATURE_FLOOR); this returns the raw norms.

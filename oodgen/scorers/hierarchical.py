@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from oodgen import likelihoods
+from oodgen.models import likelihoods
 from oodgen.errors import OodgenError
 from oodgen.models import capabilities as caps
 from oodgen.scorers.base import ModelScorer

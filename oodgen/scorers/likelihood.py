@@ -9,7 +9,7 @@ from typing import ClassVar
 import chex
 import numpy as np
 
-from oodgen.likelihoods import negative_log_likelihood_bpd
+from oodgen.models.likelihoods import negative_log_likelihood_bpd
 from oodgen.models import capabilities as caps
 from oodgen.scorers.base import ModelScorer
 

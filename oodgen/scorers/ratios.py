@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from oodgen.errors import OodgenError
-from oodgen.likelihoods import bits_per_dim, negative_log_likelihood_bpd
+from oodgen.models.likelihoods import bits_per_dim, negative_log_likelihood_bpd
 from oodgen.models import capabilities as caps
 from oodgen.scorers.base import ModelScorer
 
@@ -28,7 +28,7 @@ from oodgen.scorers.base import ModelScorer
 class Reference:
     """A second trained model: `model` and its `params`; `origin` says where it came from, for messages
     (e.g. "config.eval.background_ratio.workdir='runs/bg'"). The evaluation layer resolves a workdir into
-    one (`oodgen.evaluation.reference_resolver`); a library user can build one from any (model, params)."""
+    one (`oodgen.evaluation.harness.reference_resolver`); a library user can build one from any (model, params)."""
     model: Any
     params: chex.ArrayTree
     origin: str = "the reference model"

@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from oodgen import likelihoods, sharding
+from oodgen import sharding
+from oodgen.models import likelihoods
 from oodgen.errors import OodgenError
 from oodgen.models import capabilities as caps
 from oodgen.scorers.base import ModelScorer

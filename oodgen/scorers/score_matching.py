@@ -5,7 +5,7 @@ k-th nearest neighbour). Score = −log density or the distance; higher = more O
 
 Density settings: `density_options` {density: {field: value}} over MSMA_DENSITY_OPTIONS, the paper's
 (a full-covariance GMM on standardised features with 2–20 components chosen by 10-fold cross-validation;
-the distance to the 5th neighbour), passed to `oodgen.density.fit_density`.
+the distance to the 5th neighbour), passed to `oodgen.features.density.fit_density`.
 """
 
 import dataclasses
@@ -16,7 +16,7 @@ import chex
 import jax
 import numpy as np
 
-from oodgen import density
+from oodgen.features import density
 from oodgen.errors import OodgenError
 from oodgen.models import capabilities as caps
 from oodgen.scorers.base import ModelScorer
@@ -43,7 +43,7 @@ class MSMAFitState:
 
 @dataclasses.dataclass(frozen=True)
 class MSMAScorer(ModelScorer):
-    """Scores `msma_<density>` for each of `densities` ("gmm", "knn", or any of `oodgen.density`)."""
+    """Scores `msma_<density>` for each of `densities` ("gmm", "knn", or any of `oodgen.features.density`)."""
     densities: tuple[str, ...] = ("gmm", "knn")
     name: str = "msma"
     units: str = "−log density (gmm) or k-NN distance (knn) of score norms"

@@ -17,7 +17,7 @@ import numpy as np
 from oodgen.errors import OodgenError
 from oodgen.models import capabilities as caps
 from oodgen.scorers.base import ModelScorer
-from oodgen.likelihoods import negative_log_likelihood_bpd
+from oodgen.models.likelihoods import negative_log_likelihood_bpd
 from oodgen.validation import check_images
 
 

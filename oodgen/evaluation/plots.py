@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
 from oodgen.errors import OodgenError
-from oodgen.metrics import as_scores, auroc
+from oodgen.evaluation.metrics import as_scores, auroc
 
 _DPI = 120
 

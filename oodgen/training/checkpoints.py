@@ -11,7 +11,7 @@ from oodgen.errors import OodgenError
 
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"
-BEST_METRIC = "val_loss"  # lower is better: bits/dim, or a denoising loss (oodgen.training.held_out_metric)
+BEST_METRIC = "val_loss"  # lower is better: bits/dim, or a denoising loss (oodgen.training.loop.held_out_metric)
 
 
 def checkpoint_manager(workdir: str | os.PathLike, *, read_only: bool = False, max_to_keep: int | None = None,

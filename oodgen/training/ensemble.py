@@ -3,7 +3,7 @@
 `config.ensemble.size = M` trains M independent models of one config together: their parameters and
 optimiser states are stacked along a leading member axis and one vmapped train step updates them all.
 Member m is the run with seed `config.seed + m`: its own initialisation, per-example noise and batch
-order (member 0 is the single-model run). `config.swag.enabled` keeps SWAG statistics (`oodgen.swag`)
+order (member 0 is the single-model run). `config.swag.enabled` keeps SWAG statistics (`oodgen.training.swag`)
 of every member in the checkpoint; several members with SWAG make a MultiSWAG posterior.
 
 Scorers other than `ensemble` work on one model: on an ensemble workdir they use member 0.
@@ -23,7 +23,7 @@ import numpy as np
 
 from oodgen.config import CONFIG_FILE, load_saved_config
 from oodgen.errors import OodgenError
-from oodgen.swag import SwagSettings
+from oodgen.training.swag import SwagSettings
 
 ENSEMBLE_SCORER = "ensemble"
 SOURCES = ("members", "swag")

@@ -14,13 +14,15 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from oodgen import data, ensemble, heldout, metrics, plots, sharding
+from oodgen import data, sharding
+from oodgen.evaluation import metrics, plots
+from oodgen.training import ensemble, heldout
 from oodgen.errors import OodgenError
 from oodgen.models import build_model
-from oodgen.restore import load_trained_model, restore_state
+from oodgen.training.restore import load_trained_model, restore_state
 from oodgen.scorers import build_scorer
 from oodgen.scorers.ratios import Reference
-from oodgen.training import load_training_data
+from oodgen.training.loop import load_training_data
 from oodgen.validation import check_images
 
 SCORES_FILE = "scores.npz"
@@ -48,7 +50,7 @@ def load_fit_images(config: ml_collections.ConfigDict, workdir: str | os.PathLik
     first `config.eval.max_fit_examples` of the validation split (-1 or absent: all of it).
 
     Refused (one-line OodgenError) unless the validation split is the one the model in `workdir` was
-    trained with (its split.json, oodgen.heldout): another split would fit on training images."""
+    trained with (its split.json, oodgen.training.heldout): another split would fit on training images."""
     cap = config.eval.get("max_fit_examples", -1)
     if cap == 0 or cap < -1:
         raise OodgenError(f"config.eval.max_fit_examples={cap} would leave scorers nothing to fit on; "

@@ -17,7 +17,7 @@ and the bias gradient is Σ_t g_t. For a weight-normalised layer (flax `nn.Weigh
 per output column) the raw kernel's and the scale's norms follow from ‖∇W_c‖² and u_c·∇W_c per
 column. Layers this cannot handle — other layer types (e.g. transposed convolutions), layers called
 more than once or inside an inner `vmap` — fall back to `vmap(grad)` over just their own tensors
-(`oodgen.gradients`).
+(`oodgen.features.gradients`).
 """
 
 import dataclasses
@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax._src.interpreters import batching
 
-from oodgen.gradients import LossFn, group_grad_sq_norms, tensor_names
+from oodgen.features.gradients import LossFn, group_grad_sq_norms, tensor_names
 
 
 @dataclasses.dataclass(frozen=True)

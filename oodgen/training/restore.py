@@ -7,11 +7,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from oodgen import checkpoints, ensemble, sharding
+from oodgen import sharding
+from oodgen.training import checkpoints, ensemble
 from oodgen.config import load_saved_config
 from oodgen.errors import OodgenError
 from oodgen.models import build_model
-from oodgen.training import TrainState, create_run_state, make_optimizer
+from oodgen.training.loop import TrainState, create_run_state, make_optimizer
 
 
 def restore_state(config: ml_collections.ConfigDict, workdir: str | os.PathLike, model,

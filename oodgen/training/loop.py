@@ -21,14 +21,16 @@ from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from oodgen import checkpoints, data, ensemble, heldout, likelihoods, sharding, swag
+from oodgen import data, sharding
+from oodgen.models import likelihoods
+from oodgen.training import checkpoints, ensemble, heldout, swag
 from oodgen.config import save_config
 from oodgen.errors import OodgenError
 from oodgen.models import build_model
 from oodgen.models import capabilities as caps
-from oodgen.objectives import Objective, make_objective, mean_negative_bound
-from oodgen.perturbation import perturb
-from oodgen.likelihoods import negative_log_likelihood_bpd
+from oodgen.training.objectives import Objective, make_objective, mean_negative_bound
+from oodgen.data.perturbation import perturb
+from oodgen.models.likelihoods import negative_log_likelihood_bpd
 from oodgen.validation import check_images
 
 METRICS_FILE = "train_metrics.jsonl"
@@ -120,7 +122,7 @@ def make_ensemble_train_step(model, optimizer: optax.GradientTransformation, mes
 
     (state [M, ...], images uint8 [M, B, H, W, C], keys key[M]) -> (state, metrics averaged over members);
     member m takes its own batch and keys. Each member's batch is split over `data`. The members are
-    vmapped, or unrolled (`member_loop`, see oodgen.ensemble.resolve_member_loop; "auto" unrolls on CPU).
+    vmapped, or unrolled (`member_loop`, see oodgen.training.ensemble.resolve_member_loop; "auto" unrolls on CPU).
     """
     objective = functools.partial(mean_negative_bound, model) if objective is None else objective
     step = functools.partial(train_step, model, objective, optimizer)
@@ -259,9 +261,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
           mesh: Mesh | None = None) -> TrainState:
     """Trains `config.model` for `config.train.steps`, resuming from the latest checkpoint in workdir.
 
-    With config.ensemble.size = M > 1, trains M members together (stacked [M, ...], see oodgen.ensemble);
-    with config.swag.enabled, the checkpoints also hold SWAG statistics (oodgen.swag). The held-out split is
-    recorded in `<workdir>/split.json` (oodgen.heldout), and a resume with another split is refused. The
+    With config.ensemble.size = M > 1, trains M members together (stacked [M, ...], see oodgen.training.ensemble);
+    with config.swag.enabled, the checkpoints also hold SWAG statistics (oodgen.training.swag). The held-out split is
+    recorded in `<workdir>/split.json` (oodgen.training.heldout), and a resume with another split is refused. The
     `best/` checkpoint has the lowest held-out loss on `held_out_inputs` (perturbed for a background model;
     without its L2 penalty).
     """

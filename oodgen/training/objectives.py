@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from oodgen.models import capabilities as caps
-from oodgen.perturbation import perturb
+from oodgen.data.perturbation import perturb
 
 Objective = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 

@@ -1,0 +1,2 @@
+"""Evaluation: the harness (`harness`: scorers over datasets, scores / metrics / plots written to the
+workdir), metrics and plots."""
