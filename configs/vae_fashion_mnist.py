@@ -45,6 +45,12 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.train.log_every = 50
     config.train.checkpoint_every = 500
     config.train.keep_checkpoints = 2
+    # The checkpoint a re-run resumes from: "latest", "best", or a step such as "300". An older one than the
+    # latest discards the later history: the later checkpoints (checkpoints/ and best/) and log lines go.
+    config.train.resume_from = "latest"
+    # No checkpoint is saved (training stops, naming the last good one) when the parameters or the held-out
+    # loss are non-finite, or the held-out loss is above best + (divergence_factor - 1)·|best|; 0: no such check.
+    config.train.divergence_factor = 3.0
 
     # Deep ensemble: M independent members (seeds seed..seed+M-1) trained together in one jitted step.
     # member_loop: "vmap" the members, or "unroll" them in the one jitted step (faster on XLA:CPU, whose

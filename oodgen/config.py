@@ -1,6 +1,7 @@
 """Config files (ml_collections, `get_config(variant)`), command-line overrides, and the workdir copy."""
 
 import ast
+import copy
 import importlib.util
 import json
 import os
@@ -10,6 +11,7 @@ from pathlib import Path
 import ml_collections
 
 from oodgen.errors import OodgenError
+from oodgen.schema import validate_config
 
 CONFIG_FILE = "config.json"
 
@@ -55,7 +57,9 @@ def apply_override(config: ml_collections.ConfigDict, dotted_key: str, text: str
                           f"known keys there: {known}")
     value = _parse_value(text)
     current = node[leaf]
-    if isinstance(current, (tuple, list)) and isinstance(value, (tuple, list)):
+    if isinstance(current, str) and not isinstance(value, str):
+        value = text  # a string setting keeps its text: --config.train.resume_from=500 is "500"
+    elif isinstance(current, (tuple, list)) and isinstance(value, (tuple, list)):
         value = type(current)(value)
     elif isinstance(current, (tuple, list)) and isinstance(value, str):
         value = type(current)(v for v in value.split(",") if v)
@@ -66,8 +70,9 @@ def apply_override(config: ml_collections.ConfigDict, dotted_key: str, text: str
 
 
 def parse_overrides(config: ml_collections.ConfigDict, args: list[str]) -> ml_collections.ConfigDict:
-    """Applies `--config.a.b=value` (or `--config.a.b value`) arguments; anything else is an error."""
-    config = ml_collections.ConfigDict(config)
+    """Applies `--config.a.b=value` (or `--config.a.b value`) arguments to a copy of `config` (the caller's is
+    left as it was); anything else is an error."""
+    config = copy.deepcopy(ml_collections.ConfigDict(config))
     i = 0
     while i < len(args):
         arg = args[i]
@@ -85,21 +90,53 @@ def parse_overrides(config: ml_collections.ConfigDict, args: list[str]) -> ml_co
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Path:
-    """Writes the config as JSON beside the checkpoints (atomically)."""
+    """Writes the config as JSON beside the checkpoints (atomically: a failed write leaves the old file and no
+    temporary one)."""
     path = Path(workdir) / CONFIG_FILE
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(config.to_json(indent=2))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(config.to_json(indent=2))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
+def _rewrite_fix(workdir: str | os.PathLike) -> str:
+    return (f"move it aside and re-run train.py --config <the config it was trained with> --workdir {workdir}, "
+            "which writes it again (a finished run takes no step)")
+
+
 def load_saved_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
-    """The config that train.py saved in `workdir`."""
+    """The config that train.py saved in `workdir`, checked against the schema (oodgen.schema): a file that is
+    empty, not UTF-8 JSON, not an object, or not a valid config is a one-line OodgenError saying how to
+    write it again."""
     path = Path(workdir) / CONFIG_FILE
     if not path.is_file():
         raise OodgenError(f"no {CONFIG_FILE} in {str(workdir)!r}: train there first with "
                           f"train.py --workdir {workdir}, or pass --config")
     try:
-        return ml_collections.ConfigDict(json.loads(path.read_text()))
-    except json.JSONDecodeError as e:
-        raise OodgenError(f"{path} is not valid JSON ({e}); re-run train.py or pass --config") from None
+        raw = path.read_bytes()
+    except OSError as e:
+        raise OodgenError(f"cannot read {path}: {e.strerror}; check its permissions") from None
+    try:
+        if not raw.strip():
+            raise ValueError(f"it is empty ({len(raw)} bytes)")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("it is not text: not UTF-8") from None
+        try:
+            saved = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"not valid JSON: {e}") from None
+        if not isinstance(saved, dict):
+            raise ValueError(f"it holds a JSON {type(saved).__name__}, not a config object")
+    except ValueError as e:
+        raise OodgenError(f"{path} is corrupt ({e}); {_rewrite_fix(workdir)}") from None
+    try:
+        validate_config(saved, for_="train")
+    except OodgenError as e:
+        raise OodgenError(f"{path} holds no valid config ({e}); correct it, or {_rewrite_fix(workdir)}") from None
+    return ml_collections.ConfigDict(saved)

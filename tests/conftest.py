@@ -1,7 +1,93 @@
 import os
+import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 os.chdir(ROOT)  # configs/ paths in tests are relative to the repository root
 sys.path.insert(0, str(ROOT))
+
+# One wall-clock limit for every subprocess a test starts. It is not a timing assertion: it is far above what
+# any of them takes on a loaded 2-core machine, so only a hang reaches it. Scale it on slower machines (or with
+# many pytest workers sharing few cores): OODGEN_TEST_TIMEOUT_SCALE=2 doubles it.
+BASE_TIMEOUT_S = 1800.0
+
+
+def _timeout_scale() -> float:
+    raw = os.environ.get("OODGEN_TEST_TIMEOUT_SCALE", "").strip() or "1"
+    try:
+        scale = float(raw)
+    except ValueError:
+        scale = float("nan")
+    if not scale > 0:  # also NaN
+        raise pytest.UsageError(f"OODGEN_TEST_TIMEOUT_SCALE={raw!r} must be a positive number (default 1)")
+    return scale
+
+
+SUBPROCESS_TIMEOUT_S = BASE_TIMEOUT_S * _timeout_scale()
+
+
+def _hang_message(what: str, seconds: float) -> str:
+    return (f"{what} still running after {seconds:.0f} s (the shared limit for test subprocesses is "
+            f"{SUBPROCESS_TIMEOUT_S:.0f} s = {BASE_TIMEOUT_S:.0f} s × OODGEN_TEST_TIMEOUT_SCALE="
+            f"{SUBPROCESS_TIMEOUT_S / BASE_TIMEOUT_S:g}, far above their normal time even on a loaded machine): "
+            "probably a hang; killed")
+
+
+def communicate_all(processes: list[subprocess.Popen], what: str = "subprocess") -> list[str]:
+    """Waits for every process (started with stdout=PIPE, text=True) under one deadline, SUBPROCESS_TIMEOUT_S,
+    and returns their outputs. Pipes are drained concurrently, so no process blocks on a full pipe while
+    another is waited for. Past the deadline every process still running is killed and the test fails,
+    saying so, with the tail of each one's output."""
+    outputs: list[str | None] = [None] * len(processes)
+
+    def drain(i: int) -> None:
+        outputs[i] = processes[i].communicate()[0]
+
+    threads = [threading.Thread(target=drain, args=(i,), daemon=True) for i in range(len(processes))]
+    for thread in threads:
+        thread.start()
+    limit = SUBPROCESS_TIMEOUT_S
+    deadline = time.monotonic() + limit
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    hung = [i for i, p in enumerate(processes) if p.poll() is None]
+    if hung:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+        for thread in threads:
+            thread.join(30)
+        tails = "; ".join(f"[{i}] ...{(outputs[i] or '')[-500:]!r}" for i in hung)
+        pytest.fail(f"{_hang_message(f'{what} {hung} of {len(processes)}', limit)}. Output: {tails}", pytrace=False)
+    for thread in threads:
+        thread.join()
+    return [out or "" for out in outputs]
+
+
+def _timeout_failure(e: subprocess.TimeoutExpired) -> str:
+    command = " ".join(str(a) for a in (e.cmd if isinstance(e.cmd, (list, tuple)) else [e.cmd]))
+    return _hang_message(f"subprocess `{command[:300]}`", e.timeout)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    """A subprocess.run(..., timeout=SUBPROCESS_TIMEOUT_S) that expired in a fixture (subprocess.run has killed
+    the child) fails with the hang message rather than a traceback."""
+    try:
+        return (yield)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(_timeout_failure(e), pytrace=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """The same for a subprocess.run that expired in the test itself."""
+    try:
+        return (yield)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(_timeout_failure(e), pytrace=False)

@@ -23,7 +23,7 @@ import numpy as np
 from configs.vae_fashion_mnist import get_config
 from oodgen import sharding
 from oodgen.models import DDPMModel, HVAEModel, LocalPixelCNNModel, PixelCNNPPModel, ScoreNetModel, VAEModel
-from oodgen.scorers import (SCORERS, BackgroundRatioScorer, ComposedScorer, DDPMReconstructionScorer,
+from oodgen.scorers import (SCORERS, BackgroundRatioScorer, build_scorer, ComposedScorer, DDPMReconstructionScorer,
                             EnsembleScorer, GradientNormScorer, HierarchicalLLRScorer, InputComplexityScorer,
                             LikelihoodRegretScorer, LikelihoodScorer, LocalRatioScorer, MSMAScorer, TypicalityScorer)
 from oodgen.scorers.hierarchical import KLPerLevelScorer
@@ -111,7 +111,7 @@ def run_scorers(mesh, images: np.ndarray, fit_images: np.ndarray) -> dict[str, d
 
     eval_config = ml_collections.ConfigDict(dict(**COMMON, grad_norms=dict(kernel="flops", densities=DENSITIES)))
     scorer = ComposedScorer(VAE, mesh=mesh, features=("log_likelihood", "grad_norms"), density="knn",
-                            eval_config=eval_config, **COMMON)
+                            build_part=lambda part: build_scorer(part, VAE, eval_config, mesh), **COMMON)
     state = fit(scorer, init(VAE))
     out["composed"] = {**scores_of(scorer, state, images), "features": scorer.features_of(state, images)}
     return out

@@ -12,6 +12,7 @@ from pathlib import Path
 import ml_collections
 import pytest
 
+from conftest import SUBPROCESS_TIMEOUT_S
 from oodgen.config import load_config_file
 from oodgen.errors import OodgenError
 from oodgen.models import MODELS
@@ -110,7 +111,7 @@ def test_surrogate_models_are_not_scored_as_likelihoods(tmp_path, spec):
     assert "bits_per_dim" not in logged and "val_denoising_loss" in logged   # no bits/dim label on a surrogate
     result = subprocess.run([sys.executable, "evaluate.py", "--workdir", str(tmp_path),
                              "--config.eval.scorers=log_likelihood"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)
+                            timeout=SUBPROCESS_TIMEOUT_S)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr

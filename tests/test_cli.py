@@ -8,12 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import SUBPROCESS_TIMEOUT_S
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = "configs/vae_fashion_mnist.py:tiny"
 
 
 def _run(*args, check=True):
-    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=SUBPROCESS_TIMEOUT_S)
     if check and result.returncode != 0:
         raise AssertionError(f"{args} exited {result.returncode}: {result.stderr[-2000:]}")
     return result

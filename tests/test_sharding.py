@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from configs.vae_fashion_mnist import get_config
+from conftest import communicate_all
 from oodgen import sharding
 from oodgen.errors import OodgenError
 from oodgen.scorers import SCORERS
@@ -132,20 +133,17 @@ def test_nothing_configured_means_a_single_process(monkeypatch):
 def _start_worker(tmp_path: Path, devices: int) -> tuple[subprocess.Popen, Path]:
     out = tmp_path / f"devices{devices}.npz"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OODGEN_")}
-    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
-               PYTHONPATH=str(ROOT))
+    # Unoptimised compilation (LLVM's passes are most of the worker's time, and none of what it checks; both
+    # workers use it): ~35% faster.
+    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0",
+               JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
     process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "multidevice_worker.py"), str(out)],
                                env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return process, out
 
 
 def _results(workers: list[tuple[subprocess.Popen, Path]]) -> list[dict]:
-    try:
-        logs = [process.communicate(timeout=300)[0] for process, _ in workers]
-    finally:
-        for process, _ in workers:
-            if process.poll() is None:
-                process.kill()
+    logs = communicate_all([process for process, _ in workers], "tests/multidevice_worker.py")
     for (process, _), log in zip(workers, logs):
         assert process.returncode == 0, f"worker exited {process.returncode}:\n{log[-3000:]}"
     return [dict(np.load(out)) for _, out in workers]

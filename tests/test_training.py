@@ -1,6 +1,7 @@
 import gzip
 import hashlib
 import json
+import os
 
 import jax
 import numpy as np
@@ -46,7 +47,9 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
 def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
     train(_config("--config.train.steps=2"), tmp_path)
     good = checkpoints.checkpoint_manager(tmp_path, read_only=True).latest_step()
-    with pytest.raises(OodgenError, match="training loss became .* lower config.train.learning_rate") as info:
+    with pytest.raises(OodgenError, match=r"training diverged at step \d: .*; nothing after step 2 was saved, and "
+                                          r"checkpoint step 2 is the last good one: re-run with "
+                                          r"--config.train.resume_from=2 --config.train.learning_rate=1e\+29") as info:
         train(_config("--config.train.steps=8", "--config.train.learning_rate=1e30",
                       "--config.train.grad_clip_norm=1e30"), tmp_path)
     assert "\n" not in str(info.value)
@@ -115,3 +118,49 @@ def test_the_held_out_split_is_recorded_and_another_is_refused(tmp_path):
     assert checkpoints.latest_step(workdir) == config.train.steps
     evaluate(config, workdir, outdir=tmp_path / "eval")
     assert (tmp_path / "eval" / "metrics.json").is_file()
+
+
+# --- one trainer per workdir ------------------------------------------------------------------------------
+
+HOLD_LOCK = """
+import os, signal, sys
+from oodgen.training.lock import WorkdirLock
+WorkdirLock(sys.argv[1]).acquire()
+print("locked", flush=True)
+sys.stdin.readline()               # until the test says so
+os.kill(os.getpid(), signal.SIGKILL)   # dies holding the lock: nothing released by Python
+"""
+
+
+def test_a_second_trainer_is_refused_naming_the_first_and_a_killed_ones_lock_does_not_block(tmp_path):
+    import subprocess
+    import sys
+    from oodgen.training.lock import LOCK_FILE
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(workdir)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OodgenError, match=rf"another train.py \(PID {holder.pid}\) is training in .*run.* wait "
+                                              r"for it to finish or stop it, or train in another --workdir") as info:
+            train(_config(), workdir)
+        assert "\n" not in str(info.value)
+        assert sorted(p.name for p in workdir.iterdir()) == [LOCK_FILE]   # nothing read or written behind its back
+    finally:
+        holder.communicate("go\n", timeout=60)
+    assert holder.returncode == -9 and (workdir / LOCK_FILE).read_text().strip() == str(holder.pid)   # stale file
+    train(_config(), workdir)   # the kernel released the dead process's flock
+    assert checkpoints.latest_step(workdir) == 4
+    assert (workdir / LOCK_FILE).read_text().strip() == str(os.getpid())
+
+
+def test_the_lock_is_exclusive_between_open_files_and_free_once_released(tmp_path):
+    from oodgen.training.lock import WorkdirLock
+    first, second = WorkdirLock(tmp_path), WorkdirLock(tmp_path)
+    with first:
+        with pytest.raises(OodgenError, match=rf"another train.py \(PID {os.getpid()}\)"):
+            second.acquire()
+        first.acquire()   # again: a no-op
+    with second:          # released on exit
+        assert second.held

@@ -2,10 +2,13 @@
 and every OOD set, and write scores.npz, metrics.json and PNG plots into the workdir.
 """
 
+import contextlib
 import io
 import json
 import os
-from collections.abc import Callable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -19,6 +22,7 @@ from oodgen.evaluation import metrics, plots
 from oodgen.training import ensemble, heldout
 from oodgen.errors import OodgenError
 from oodgen.models import build_model
+from oodgen.schema import validate_config
 from oodgen.training.restore import load_trained_model, restore_state
 from oodgen.scorers import build_scorer
 from oodgen.scorers.ratios import Reference
@@ -106,9 +110,44 @@ def markdown_table(results: dict, scores: dict[str, dict[str, np.ndarray]], in_d
 
 
 def _write_atomic(path: Path, payload: bytes) -> None:
+    """Writes `payload` to `path` through a synced temporary file and a rename: on failure (a full disk) the
+    temporary file is removed and an existing `path` is left as it was."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+STAGING_PREFIX = ".evaluate-staging-"
+
+
+@contextlib.contextmanager
+def staged(out_dir: Path) -> Iterator[Path]:
+    """A fresh directory inside `out_dir` to write every output into; when the block succeeds its files are
+    moved into `out_dir` (same relative paths), and when it fails (a full disk) it is removed, with `out_dir`
+    itself if this created it: the outputs of an earlier evaluation stay whole, never half replaced."""
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
+    try:
+        yield staging
+        files = sorted(p for p in staging.rglob("*") if p.is_file())
+        for path in files:
+            target = out_dir / path.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_outputs(out_dir: Path, scores: dict[str, dict[str, np.ndarray]], results: dict,
@@ -215,9 +254,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
              mesh: jax.sharding.Mesh | None = None, outdir: str | os.PathLike | None = None) -> tuple[dict, str]:
     """Runs every configured scorer on every configured set; returns (metrics, Markdown report).
 
-    Every (scorer, model) pair is checked before anything is read. Outputs go to `outdir` (default: the
-    workdir), so several evaluations of one model can coexist.
+    The whole config is checked against the schema (oodgen.schema.validate_config) and every (scorer, model)
+    pair before anything is read. Outputs go to `outdir` (default: the workdir), so several evaluations of one
+    model can coexist; they are written all together at the end (`staged`): a failure while writing them leaves
+    the earlier ones whole.
     """
+    validate_config(config, for_="evaluate")
     ensemble.check_eval_config(config)
     mesh = sharding.data_mesh() if mesh is None else mesh
     workdir = Path(workdir)
@@ -244,17 +286,18 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
                     for spec, m in per_set.items()}
     if not sharding.is_main_process():  # every process holds every score; only process 0 writes files
         return results, "\n\n".join(report)
-    write_outputs(outdir, scores, results, units, in_dist, extra_arrays)
     run = {"checkpoint": config.eval.get("checkpoint", "latest"), "checkpoint_step": step,
            "num_samples": int(config.eval.num_samples), "num_fit_images": len(fit_images),
            "scorers": list(config.eval.scorers)}
-    _write_atomic(outdir / RUN_FILE, json.dumps(run, indent=2).encode())
-    for scorer, per_set in maps.items():
-        plots.plot_pixel_maps({spec: eval_sets[spec][:PIXEL_MAP_EXAMPLES] for spec in per_set}, per_set,
-                              outdir / PLOTS_DIR / f"pixel_map_{scorer}.png",
-                              title=f"{scorer} per pixel (red = evidence for OOD)", units="bits per pixel")
-    if feature_scores:
-        plots.plot_feature_means({spec: np.stack([scores[n][spec] for n in feature_scores], axis=1)
-                                  for spec in eval_sets}, feature_scores, outdir / PLOTS_DIR / "feature_means.png",
-                                 in_dist_name=in_dist)
+    with staged(outdir) as staging:
+        write_outputs(staging, scores, results, units, in_dist, extra_arrays)
+        _write_atomic(staging / RUN_FILE, json.dumps(run, indent=2).encode())
+        for scorer, per_set in maps.items():
+            plots.plot_pixel_maps({spec: eval_sets[spec][:PIXEL_MAP_EXAMPLES] for spec in per_set}, per_set,
+                                  staging / PLOTS_DIR / f"pixel_map_{scorer}.png",
+                                  title=f"{scorer} per pixel (red = evidence for OOD)", units="bits per pixel")
+        if feature_scores:
+            plots.plot_feature_means({spec: np.stack([scores[n][spec] for n in feature_scores], axis=1)
+                                      for spec in eval_sets}, feature_scores, staging / PLOTS_DIR / "feature_means.png",
+                                     in_dist_name=in_dist)
     return results, "\n\n".join(report)

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from oodgen.models import capabilities as caps
+from oodgen.models.inputs import SCALED, checks_inputs
 from oodgen.models.pixels import ImageShapeMixin
 from oodgen.models.vae import depth_to_space
 from oodgen.sharding import split_keys
@@ -113,24 +114,29 @@ class DDPMModel(ImageShapeMixin):
         betas = _beta_schedule(self.beta_schedule, self.num_timesteps)
         return jnp.asarray(np.cumprod(1.0 - betas), jnp.float32)
 
+    @checks_inputs()
     def preprocess(self, images: jax.Array) -> jax.Array:
         """uint8 [B, H, W, C] -> f32 [B, H, W, C] in [-1, 1]."""
         return images.astype(jnp.float32) / 127.5 - 1.0
 
+    @checks_inputs()
     def init(self, rng: jax.Array, images: jax.Array) -> chex.ArrayTree:
         """Parameters for this model, from a (small) batch of uint8 images."""
         x = self.preprocess(images)
         return self.net.init(rng, x, jnp.zeros(x.shape[0], jnp.int32))["params"]
 
+    @checks_inputs("x0", kind=SCALED, per_example=("t",))
     def q_sample(self, x0: jax.Array, t: jax.Array, noise: jax.Array) -> jax.Array:
         """Forward noising x_t = sqrt(ᾱ_t) x0 + sqrt(1 - ᾱ_t) ε: x0, noise f32[B, H, W, C], t int[B]."""
         abar = self.alphas_cumprod[t].reshape(-1, *([1] * (x0.ndim - 1)))
         return jnp.sqrt(abar) * x0 + jnp.sqrt(1.0 - abar) * noise
 
+    @checks_inputs("x_t", kind=SCALED, per_example=("t",))
     def eps(self, params: chex.ArrayTree, x_t: jax.Array, t: jax.Array) -> jax.Array:
         """Predicted noise ε_θ(x_t, t): x_t f32[B, H, W, C] in [-1, 1] scale, t int[B] -> f32[B, H, W, C]."""
         return self.net.apply({"params": params}, x_t, t)
 
+    @checks_inputs(keys="rng")
     def loss(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array) -> jax.Array:
         """Per-example ε-prediction loss ‖ε - ε_θ(x_t, t)‖² summed over pixels, t ~ U[0, T): f32[B]."""
         keys = split_keys(rng, images.shape[0])
@@ -140,6 +146,7 @@ class DDPMModel(ImageShapeMixin):
         x_t = self.q_sample(self.preprocess(images), t, noise)
         return jnp.sum((noise - self.eps(params, x_t, t)) ** 2, axis=(1, 2, 3))
 
+    @checks_inputs(keys="rng")
     def denoising_loss(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array) -> jax.Array:
         """The ε-prediction loss of `loss`, f32[B]: a denoising surrogate, NOT a likelihood or a bound (not
         nats, never bits/dim). The loss gradient-norm features of this model are taken of."""
@@ -152,6 +159,7 @@ class DDPMModel(ImageShapeMixin):
                              f"got {num_sampling_steps}")
         return np.arange(num_sampling_steps) * (self.num_timesteps // num_sampling_steps)
 
+    @checks_inputs(keys="rng")
     def reconstruct(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array,
                     start_steps: tuple[int, ...], num_sampling_steps: int = 100) -> jax.Array:
         """Noise-then-denoise reconstructions, one per start step: f32[S, B, H, W, C] in [0, 1].
@@ -197,6 +205,7 @@ class DDPMModel(ImageShapeMixin):
         x = x[np.argsort(order)]
         return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
 
+    @checks_inputs(keys="rng")
     def reconstruction_errors(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array,
                               start_steps: tuple[int, ...], num_sampling_steps: int = 100) -> jax.Array:
         """Per-example MSE in [0, 1] pixel units between reconstruction and input: f32[B, S]."""

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from oodgen.models import capabilities as caps
+from oodgen.models.inputs import SCALED, checks_inputs
 from oodgen.models.vae import depth_to_space
 from oodgen.sharding import split_keys
 
@@ -318,21 +319,17 @@ class GlowModel(caps.DeclaresCapabilities):
         return GlowNet(self.num_levels, self.depth, self.hidden_channels, self.latent_shapes[-1][-1],
                        self.coupling, self.lu_decomposition)
 
-    def _check_images(self, images: jax.Array) -> None:
-        if tuple(images.shape[1:]) != tuple(self.image_shape):
-            raise ValueError(f"images are {tuple(images.shape[1:])} (H, W, C) but this Glow expects "
-                             f"{tuple(self.image_shape)}")
-
+    @checks_inputs(keys="rng")
     def dequantize(self, rng: jax.Array, images: jax.Array, num_samples: int = 1) -> jax.Array:
         """uint8 [B, H, W, C] -> x = (images + u) / 256 - 0.5, u ~ U[0, 1): f32[S, B, H, W, C].
 
         Example b's S draws come from its own key (`rng`: a key or key[B]).
         """
-        self._check_images(images)
         keys = split_keys(rng, images.shape[0])
         u = jax.vmap(lambda k: jax.random.uniform(k, (num_samples, *self.image_shape)), out_axes=1)(keys)
         return (images.astype(jnp.float32)[None] + u) / NUM_BINS - 0.5
 
+    @checks_inputs()
     def init(self, rng: jax.Array, images: jax.Array) -> chex.ArrayTree:
         """Parameters from a batch of uint8 images [B, H, W, C].
 
@@ -341,10 +338,12 @@ class GlowModel(caps.DeclaresCapabilities):
         x = self.dequantize(jax.random.fold_in(rng, 1), images)[0]
         return self.net.init(rng, x)["params"]
 
+    @checks_inputs("x", kind=SCALED)
     def encode(self, params: chex.ArrayTree, x: jax.Array) -> tuple[tuple[jax.Array, ...], jax.Array, jax.Array]:
         """x f32[B, H, W, C] (dequantised, scaled) -> (zs, log|det dzs/dx| f[B], log p(zs) f[B]), nats."""
         return self.net.apply({"params": params}, x)
 
+    @checks_inputs("x", kind=SCALED)
     def forward(self, params: chex.ArrayTree, x: jax.Array) -> tuple[tuple[jax.Array, ...], jax.Array]:
         """x f32[B, H, W, C] (dequantised, scaled) -> (zs, log|det dzs/dx| f[B] in nats).
 
@@ -365,11 +364,13 @@ class GlowModel(caps.DeclaresCapabilities):
         """
         return self.net.apply({"params": params}, tuple(zs), method=GlowNet.decode)[2]
 
+    @checks_inputs("x", kind=SCALED)
     def continuous_log_prob(self, params: chex.ArrayTree, x: jax.Array) -> jax.Array:
         """log p(x) = log p(zs) + log|det dzs/dx| of continuous x f32[B, H, W, C]: f32[B], nats."""
         _, logdet, log_pz = self.encode(params, x)
         return log_pz + logdet
 
+    @checks_inputs(keys="rng")
     def log_prob(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array,
                  num_samples: int = 1) -> jax.Array:
         """Lower bound on log P(images) of the 8-bit images with S dequantisation draws: f32[B], nats.
@@ -385,10 +386,12 @@ class GlowModel(caps.DeclaresCapabilities):
         bound = jax.nn.logsumexp(log_px, axis=0) - math.log(num_samples) if num_samples > 1 else log_px[0]
         return bound - self.num_dims * math.log(NUM_BINS)
 
+    @checks_inputs(keys="rng")
     def loss(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array) -> jax.Array:
         """Per-example training loss, minus the S=1 dequantised bound: f32[B], nats."""
         return -self.log_prob(params, images, rng, num_samples=1)
 
+    @checks_inputs(keys="rng")
     def eval_nll(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array) -> jax.Array:
         """The per-example NLL for gradient features: minus the S=1 dequantised bound, f32[B], nats (its
         dequantisation noise is the bound's own, from each example's key; Glow has no training-only noise)."""

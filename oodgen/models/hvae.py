@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from oodgen.models import likelihoods
 from oodgen.models import capabilities as caps
+from oodgen.models.inputs import checks_inputs
 from oodgen.models.pixels import PixelModelMixin
 from oodgen.models.vae import depth_to_space
 from oodgen.sharding import split_keys
@@ -308,6 +309,7 @@ class HVAEModel(PixelModelMixin):
                                             method=HVAENet.top_down)
         return self.pixels.log_prob(out, target, images), log_ratio, kl
 
+    @checks_inputs(keys="rng")
     def elbo_terms(self, params: chex.ArrayTree, images: jax.Array,
                    rng: jax.Array) -> tuple[jax.Array, jax.Array]:
         """One posterior sample: (log p(x|z) f32[B], analytic KL(q(z_i|.) || p(z_i|z_{>i})) f32[L, B]), nats.
@@ -319,6 +321,7 @@ class HVAEModel(PixelModelMixin):
         chex.assert_shape(kl, (self.num_levels, images.shape[0]))
         return log_px, kl
 
+    @checks_inputs(keys="rng")
     def bound(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array, k: int | jax.Array = 0,
               num_samples: int = 1) -> jax.Array:
         """L^{>k} for one k (may be traced): the importance-weighted bound with S samples, f32[B], nats.
@@ -331,6 +334,7 @@ class HVAEModel(PixelModelMixin):
         log_w = log_px + log_ratio.sum(axis=1)
         return jax.nn.logsumexp(log_w, axis=0) - math.log(num_samples)
 
+    @checks_inputs(keys="rng")
     def log_weights(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array,
                     num_samples: int = 1) -> jax.Array:
         """log p(x, z_s) / q(z_s | x) of L^{>k}'s bound for every k = 0 .. L-1 and sample s: f32[L, B, S].
@@ -343,6 +347,7 @@ class HVAEModel(PixelModelMixin):
         log_px, log_ratio, _ = all_k(eps, jnp.arange(self.num_levels))  # [K, S, B], [K, S, L, B]
         return jnp.swapaxes(log_px + log_ratio.sum(axis=2), 1, 2)
 
+    @checks_inputs(keys="rng")
     def bounds(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array,
                num_samples: int = 1) -> jax.Array:
         """L^{>k} for every k = 0 .. L-1 in one pass (k and the S samples vmapped): f32[L, B], nats."""
@@ -351,11 +356,13 @@ class HVAEModel(PixelModelMixin):
         chex.assert_shape(result, (self.num_levels, images.shape[0]))
         return result
 
+    @checks_inputs(keys="rng")
     def log_prob(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array,
                  num_samples: int = 1) -> jax.Array:
         """The importance-weighted bound L with S samples (S=1: a one-sample ELBO): f32[B], nats."""
         return self.bound(params, images, rng, 0, num_samples)
 
+    @checks_inputs(keys="rng")
     def loss(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array) -> jax.Array:
         """Per-example negative ELBO with analytic KL terms: f32[B], nats."""
         log_px, kl = self.elbo_terms(params, images, rng)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from oodgen.models import likelihoods
 from oodgen.models import capabilities as caps
+from oodgen.models.inputs import checks_inputs
 from oodgen.models.vae import depth_to_space
 from oodgen.sharding import split_keys
 
@@ -206,6 +207,7 @@ class _AutoregressiveModel(caps.DeclaresCapabilities):
     def summary(self) -> str:
         return f"{self.kind} models 8-bit pixels autoregressively (exact likelihood)"
 
+    @checks_inputs()
     def eval_nll(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array | None = None) -> jax.Array:
         """−log p(x) in evaluation mode (no dropout), the per-example NLL for gradient features: f32[B], nats.
         Deterministic: `rng` is ignored."""
@@ -221,6 +223,7 @@ class _AutoregressiveModel(caps.DeclaresCapabilities):
         """Mixture parameters the network outputs per pixel."""
         return likelihoods.num_mixture_params(self.num_mixtures, self.image_shape[-1])
 
+    @checks_inputs()
     def init(self, rng: jax.Array, images: jax.Array) -> chex.ArrayTree:
         """Parameters for this model, from a (small) batch of uint8 images [b, H, W, C]."""
         return self.net.init(rng, likelihoods.to_symmetric_interval(images))["params"]
@@ -229,6 +232,7 @@ class _AutoregressiveModel(caps.DeclaresCapabilities):
         """log P(pixel | network output) in nats: f32[B, H, W]."""
         return likelihoods.discretized_logistic_mixture_log_prob(images, out, self.num_mixtures)
 
+    @checks_inputs()
     def log_prob(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array | None = None,
                  num_samples: int = 1) -> jax.Array:
         """Exact log p(x) of uint8 images [B, H, W, C], in nats: f32[B]. Evaluation mode (no
@@ -274,11 +278,13 @@ class PixelCNNPPModel(_AutoregressiveModel):
         return PixelCNNPPNet(self.num_filters, self.num_resnets, self.num_scales, self.out_features,
                              self.dropout_rate)
 
+    @checks_inputs()
     def log_prob_per_pixel(self, params: chex.ArrayTree, images: jax.Array) -> jax.Array:
         """log P(x_ij | x_<ij), all C channels jointly, evaluation mode: f32[B, H, W], nats."""
         out = self.net.apply({"params": params}, likelihoods.to_symmetric_interval(images))
         return self._mixture_log_prob(images, out)
 
+    @checks_inputs(keys="rng")
     def loss(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array) -> jax.Array:
         """Per-example training loss −log p(x) with dropout on: f32[B], nats.
 
@@ -318,6 +324,7 @@ class LocalPixelCNNModel(_AutoregressiveModel):
     def net(self) -> LocalPixelCNNNet:
         return LocalPixelCNNNet(self.horizon, self.num_filters, self.num_blocks, self.out_features)
 
+    @checks_inputs()
     def log_prob_per_pixel(self, params: chex.ArrayTree, images: jax.Array) -> jax.Array:
         """log P(x_ij | pixels within the horizon before it), all C channels jointly: f32[B, H, W], nats."""
         out = self.net.apply({"params": params}, likelihoods.to_symmetric_interval(images))
@@ -330,6 +337,7 @@ class LocalPixelCNNModel(_AutoregressiveModel):
             return jnp.full_like(log_mixture, log_uniform)
         return jnp.logaddexp(log_mixture + math.log1p(-w), log_uniform + math.log(w))
 
+    @checks_inputs()
     def loss(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array | None = None) -> jax.Array:
         """Per-example training loss −log p(x): f32[B], nats (`rng` is ignored: nothing is random)."""
         return -self.log_prob(params, images)

@@ -8,6 +8,7 @@ import jax
 
 from oodgen.models import likelihoods
 from oodgen.models import capabilities as caps
+from oodgen.models.inputs import checks_inputs
 from oodgen.sharding import split_keys
 
 LIKELIHOODS = ("bernoulli", "discretized_logistic_mixture")
@@ -97,6 +98,7 @@ class PixelModelMixin(ImageShapeMixin):
             return "use model.likelihood=discretized_logistic_mixture"
         return None
 
+    @checks_inputs(keys="rng")
     def eval_nll(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array) -> jax.Array:
         """The per-example NLL for gradient features: the negative one-sample bound, f32[B], nats. Nothing in
         it is training-only; its noise (binarisation, posterior sample) is the bound's own, from each example's key."""
@@ -106,10 +108,12 @@ class PixelModelMixin(ImageShapeMixin):
     def pixels(self) -> PixelLikelihood:
         return PixelLikelihood(self.likelihood, self.image_shape, self.num_mixtures)
 
+    @checks_inputs()
     def init(self, rng: jax.Array, images: jax.Array) -> chex.ArrayTree:
         """Parameters for this model, from a (small) batch of uint8 images."""
         return self.net.init(rng, self.preprocess(jax.random.fold_in(rng, 1), images))["params"]
 
+    @checks_inputs(keys="rng")
     def preprocess(self, rng: jax.Array, images: jax.Array) -> jax.Array:
         """uint8 [B, H, W, C] -> the network input and Bernoulli target, f32 [B, H, W, C]."""
         return self.pixels.preprocess(rng, images)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from oodgen.models import capabilities as caps
+from oodgen.models.inputs import SCALED, checks_inputs
 from oodgen.models.pixels import ImageShapeMixin
 from oodgen.models.vae import depth_to_space
 from oodgen.sharding import split_keys
@@ -135,23 +136,24 @@ class ScoreNetModel(ImageShapeMixin):
         """f32[L]: σ_1 = sigma_max > ... > σ_L = sigma_min, a geometric sequence ([0, 1] pixel units)."""
         return jnp.asarray(np.geomspace(self.sigma_max, self.sigma_min, self.num_sigmas), jnp.float32)
 
+    @checks_inputs()
     def preprocess(self, images: jax.Array) -> jax.Array:
         """uint8 [B, H, W, C] -> f32 [B, H, W, C] in [0, 1] (images / 255); deterministic."""
-        if tuple(images.shape[1:]) != tuple(self.image_shape):
-            raise ValueError(f"expected images [B, {', '.join(map(str, self.image_shape))}], "
-                             f"got shape {tuple(images.shape)}")
         return images.astype(jnp.float32) / 255.0
 
+    @checks_inputs()
     def init(self, rng: jax.Array, images: jax.Array) -> chex.ArrayTree:
         """Parameters for this model, from a (small) batch of uint8 images."""
         x = self.preprocess(images)
         return self.net.init(rng, x, jnp.full(x.shape[:1], self.sigma_max, jnp.float32))["params"]
 
+    @checks_inputs("x", kind=SCALED, per_example=("sigma",))
     def score(self, params: chex.ArrayTree, x: jax.Array, sigma: jax.Array | float) -> jax.Array:
         """s_θ(x, σ) ≈ ∇_x log p_σ(x): x f32[B, H, W, C] in [0, 1] units, σ f32[B] or scalar -> f32[B, H, W, C]."""
         sigma = jnp.broadcast_to(jnp.asarray(sigma, jnp.float32), x.shape[:1])
         return self.net.apply({"params": params}, x, sigma)
 
+    @checks_inputs(keys="rng")
     def loss(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array) -> jax.Array:
         """Per-example DSM loss at one noise level drawn uniformly from `sigmas`: f32[B].
 
@@ -165,11 +167,13 @@ class ScoreNetModel(ImageShapeMixin):
         noise = jax.vmap(lambda k: jax.random.normal(k, self.image_shape))(noise_keys)
         return dsm_loss(lambda y, s: self.score(params, y, s), x, self.sigmas[idx], noise)
 
+    @checks_inputs(keys="rng")
     def denoising_loss(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array) -> jax.Array:
         """The DSM loss of `loss`, f32[B]: a denoising surrogate, NOT a likelihood (not nats, never bits/dim).
         The loss gradient-norm features of this model are taken of."""
         return self.loss(params, images, rng)
 
+    @checks_inputs()
     def msma_features(self, params: chex.ArrayTree, images: jax.Array) -> jax.Array:
         """‖σ_i s_θ(x, σ_i)‖₂ over H·W·C at the clean x = preprocess(images), every level: f32[B, L].
 

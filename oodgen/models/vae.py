@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from oodgen.models.inputs import checks_inputs
 from oodgen.models.pixels import PixelModelMixin
 from oodgen.sharding import split_keys
 
@@ -121,6 +122,7 @@ class VAEModel(PixelModelMixin):
         out = self.net.apply({"params": params}, z, method=VAENet.decode)
         return self.pixels.log_prob(out, target, images)
 
+    @checks_inputs(keys="rng")
     def log_weights(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array,
                     num_samples: int = 1) -> jax.Array:
         """log p(x, z_s) - log q(z_s | x) for S posterior samples per example: f32[B, S], nats."""
@@ -140,12 +142,14 @@ class VAEModel(PixelModelMixin):
         chex.assert_equal_shape([log_px, log_q, log_prior])
         return log_px + log_prior - log_q
 
+    @checks_inputs(keys="rng")
     def log_prob(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array,
                  num_samples: int = 1) -> jax.Array:
         """Importance-weighted bound on log p(x) with S samples (S=1: the ELBO): f32[B], nats."""
         log_w = self.log_weights(params, images, rng, num_samples)
         return jax.nn.logsumexp(log_w, axis=1) - math.log(num_samples)
 
+    @checks_inputs(keys="rng")
     def loss(self, params: chex.ArrayTree, images: jax.Array, rng: jax.Array) -> jax.Array:
         """Per-example training loss, the negative ELBO: f32[B], nats."""
         return -self.log_prob(params, images, rng, num_samples=1)

@@ -56,8 +56,8 @@ def build_scorer(name: str, model, eval_config: ml_collections.ConfigDict, mesh:
     if cls.needs_reference:
         extra.pop(REFERENCE_SETTING, None)
         extra["reference"] = references(name) if references is not None else None
-    if cls.composes_scorers:  # built from other scorers' settings (composed)
-        extra.update(eval_config=eval_config, references=references)
+    if cls.composes_scorers:  # built from other scorers, each with its own settings (composed)
+        extra["build_part"] = lambda part: build_scorer(part, model, eval_config, mesh, references)
     try:
         return cls(model=model, num_samples=eval_config.num_samples, batch_size=eval_config.batch_size,
                    seed=eval_config.seed, mesh=mesh, **extra)

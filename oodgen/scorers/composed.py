@@ -101,8 +101,8 @@ class ComposedScorer(ModelScorer):
     `density_options`: {density: {field: value}}, passed to `oodgen.features.density.fit_density` for `density`
     (e.g. {"gmm": {"n_components": [1, 2, 4, 8], "folds": 5}}); unset fields keep the density's defaults.
     `name`: the score's key in scores.npz / metrics.json; default composed_<density>_<f1>+<f2>...
-    `eval_config`: config.eval, for the parts' settings (build_scorer passes it); None: their defaults.
-    `references`: how parts that need a second model get it (build_scorer passes the caller's resolver).
+    `build_part`: scorer name -> that scorer on this model, with its own settings (build_scorer passes one that
+    reads `config.eval.<part>` and resolves reference models); None: the parts with their defaults.
     """
     features: tuple[str, ...] = ()
     density: str = "gmm"
@@ -110,10 +110,8 @@ class ComposedScorer(ModelScorer):
     name: str = ""
     units: str = ""
     density_options: dict = dataclasses.field(default_factory=dict)
-    eval_config: ml_collections.ConfigDict | None = dataclasses.field(default=None, repr=False, compare=False)
+    build_part: Callable[[str], ModelScorer] | None = dataclasses.field(default=None, repr=False, compare=False)
     parts: dict = dataclasses.field(init=False, repr=False, compare=False)  # scorer name -> scorer
-
-    references: Callable[[str], Any] | None = dataclasses.field(default=None, repr=False, compare=False)
     composes_scorers: ClassVar[bool] = True
     fits_on_data: ClassVar[bool] = True
 
@@ -148,14 +146,15 @@ class ComposedScorer(ModelScorer):
         if self.standardize and self.density in POSITIVE_DENSITIES:
             raise OodgenError(f"{setting}.standardize=True makes features signed but density {self.density!r} needs "
                               "positive ones; set standardize=False or use gmm or knn")
-        config = self.eval_config if self.eval_config is not None else ml_collections.ConfigDict(
-            dict(num_samples=self.num_samples, batch_size=self.batch_size, seed=self.seed))
+        defaults = ml_collections.ConfigDict(dict(num_samples=self.num_samples, batch_size=self.batch_size,
+                                                  seed=self.seed))
+        build_part = self.build_part or (lambda part: build_scorer(part, self.model, defaults, self.mesh))
         parts = {}
         for f in features:
             scorer = FEATURES[f].scorer
             if scorer not in parts:
                 try:
-                    parts[scorer] = build_scorer(scorer, self.model, config, self.mesh, self.references)
+                    parts[scorer] = build_part(scorer)
                 except OodgenError as e:
                     raise OodgenError(f"composed feature {f!r}: {e}") from None
         object.__setattr__(self, "features", features)

@@ -4,6 +4,7 @@ The batch of step `t` and its randomness are functions of (seed, t) only, so a r
 resumes from a checkpoint takes exactly the steps an uninterrupted run would.
 """
 
+import contextlib
 import functools
 import json
 import math
@@ -23,11 +24,13 @@ from tqdm.auto import tqdm
 
 from oodgen import data, sharding
 from oodgen.models import likelihoods
-from oodgen.training import checkpoints, ensemble, heldout, swag
+from oodgen.training import checkpoints, ensemble, heldout, resume, swag
 from oodgen.config import save_config
+from oodgen.schema import validate_config
 from oodgen.errors import OodgenError
 from oodgen.models import build_model
 from oodgen.models import capabilities as caps
+from oodgen.training.lock import WorkdirLock
 from oodgen.training.objectives import Objective, make_objective, mean_negative_bound
 from oodgen.data.perturbation import perturb
 from oodgen.models.likelihoods import negative_log_likelihood_bpd
@@ -184,15 +187,6 @@ def load_training_data(config: ml_collections.ConfigDict) -> tuple[np.ndarray, n
     return train, val
 
 
-def _check_finite(history: list[dict], step: int) -> None:
-    for offset, metrics in enumerate(history):
-        if not math.isfinite(metrics["loss"]):
-            raise OodgenError(
-                f"training loss became {metrics['loss']} at step {step - len(history) + offset + 1}; "
-                "nothing from that point was saved: lower config.train.learning_rate or "
-                "config.train.grad_clip_norm and re-run (training resumes from the last checkpoint)")
-
-
 HELD_OUT_PERTURBATION_SALT = 0x68656C64  # folded into key(config.seed): the held-out perturbation key
 
 
@@ -257,17 +251,100 @@ def _members_held_out_loss(model, member_loop: str, params: chex.ArrayTree, imag
     return ensemble.map_members(lambda p: held_out_loss(model, p, images, keys), member_loop, params).T
 
 
+DIVERGENCE_FACTOR = 3.0   # the default of config.train.divergence_factor
+
+
+def divergence_factor(train_config: ml_collections.ConfigDict) -> float:
+    """config.train.divergence_factor: a number > 1, or 0 to turn the held-out divergence check off."""
+    factor = train_config.get("divergence_factor", DIVERGENCE_FACTOR)
+    if (isinstance(factor, bool) or not isinstance(factor, (int, float))
+            or not (factor == 0 or (math.isfinite(factor) and factor > 1))):
+        raise OodgenError(f"config.train.divergence_factor={factor!r} must be a number > 1 (a held-out loss above "
+                          "that many times the best one stops training before it is saved), or 0 to turn that off")
+    return float(factor)
+
+
+def held_out_diverged(loss: float, best: float | None, factor: float) -> bool:
+    """The rule that refuses to save a checkpoint for its held-out loss: non-finite, or, with `factor` > 0 and
+    a best held-out loss so far, above best + (factor - 1)·|best| (that is factor × best, for a positive best)."""
+    if not math.isfinite(loss):
+        return True
+    return bool(factor) and best is not None and loss > best + (factor - 1) * abs(best)
+
+
+@jax.jit
+def _all_finite(tree: chex.ArrayTree) -> jax.Array:
+    """bool[]: every floating-point leaf of `tree` is free of NaN and ±inf."""
+    checks = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(checks)) if checks else jnp.array(True)
+
+
+def _diverged(step: int, what: str, last_good: int | None, best_step: int | None,
+              learning_rate: float) -> OodgenError:
+    """The one-line error of a run stopped for divergence, with the command line that resumes it."""
+    lower = f"--config.train.learning_rate={learning_rate / 10:g}"
+    if last_good is None:
+        return OodgenError(f"training diverged at step {step}: {what}; nothing was saved: re-run with a lower learning "
+                           f"rate, e.g. {lower} (or a lower config.train.grad_clip_norm)")
+    best = f" (best/ holds step {best_step})" if best_step not in (None, last_good) else ""
+    return OodgenError(
+        f"training diverged at step {step}: {what}; nothing after step {last_good} was saved, and checkpoint step "
+        f"{last_good} is the last good one{best}: re-run with --config.train.resume_from={last_good} {lower} "
+        "(a lower learning rate, or a lower config.train.grad_clip_norm; the log lines after that step are dropped)")
+
+
+def _restore_resume_point(source, like: TrainState, step: int, managers: tuple) -> TrainState:
+    """Checkpoint `step` from `source`; when it is corrupt, a one-line error naming the latest intact older
+    step (of `managers`: checkpoints/ and best/) and how to resume from it."""
+    try:
+        return checkpoints.restore(source, like, step)
+    except checkpoints.RestoreError as error:
+        for older in sorted({s for m in managers for s in m.all_steps() if s < step}, reverse=True):
+            holder = next(m for m in managers if older in m.all_steps())
+            try:
+                checkpoints.restore(holder, like, older)
+            except checkpoints.RestoreError:
+                continue
+            raise OodgenError(
+                f"checkpoint step {step} in {source.directory} is corrupt ({error.cause}); step {older} is intact: "
+                f"re-run with --config.train.resume_from={older} to resume from it (the checkpoints after step "
+                f"{older}, the corrupt one included, are then removed)") from None
+        raise
+
+
+def _append_log_line(log, line: str, step: int, path: Path) -> None:
+    """Appends `line` and a newline to the open log and flushes it; test hook "log" dies half-way."""
+    text = line + "\n"
+    try:
+        if os.environ.get(resume.CRASH_ENV) == f"log:{step}":
+            log.write(text[:len(text) // 2])
+            log.flush()
+            resume.crash_point("log", step)
+        log.write(text)
+        log.flush()
+    except OSError as e:
+        raise OodgenError(f"cannot write {path} ({e}); free disk space and re-run (training resumes from the "
+                          "last checkpoint, and the log is repaired from it)") from None
+
+
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
           mesh: Mesh | None = None) -> TrainState:
-    """Trains `config.model` for `config.train.steps`, resuming from the latest checkpoint in workdir.
+    """Trains `config.model` for `config.train.steps`, resuming from the checkpoint `config.train.resume_from`
+    names ("latest", "best" or a step; see oodgen.training.resume) in workdir.
 
     With config.ensemble.size = M > 1, trains M members together (stacked [M, ...], see oodgen.training.ensemble);
     with config.swag.enabled, the checkpoints also hold SWAG statistics (oodgen.training.swag). The held-out split is
     recorded in `<workdir>/split.json` (oodgen.training.heldout), and a resume with another split is refused. The
     `best/` checkpoint has the lowest held-out loss on `held_out_inputs` (perturbed for a background model;
-    without its L2 penalty).
+    without its L2 penalty). A run killed at any point and re-run ends with the same checkpoints, `best/` and
+    `train_metrics.jsonl` as an uninterrupted one. Nothing non-finite or diverged is saved (see
+    `held_out_diverged`): the run stops with a one-line error naming the last good checkpoint. Process 0 holds
+    an exclusive lock on the workdir (oodgen.training.lock) while it trains.
     """
+    validate_config(config, for_="train")
     run = ensemble.settings(config)
+    resume_from = resume.parse_resume_from(config.train.get("resume_from", "latest"))
+    factor = divergence_factor(config.train)
     mesh = sharding.data_mesh() if mesh is None else mesh
     workdir = Path(workdir)
     if config.train.batch_size % mesh.size:
@@ -275,6 +352,19 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
                           f"{mesh.size} devices")
     if config.train.checkpoint_every % config.train.log_every:
         raise OodgenError("config.train.checkpoint_every must be a multiple of config.train.log_every")
+    workdir_lock = WorkdirLock(workdir)
+    try:
+        if sharding.is_main_process() and workdir.is_dir():
+            workdir_lock.acquire()   # before reading what another trainer may be writing
+        return _train(config, workdir, mesh, run, resume_from, factor, workdir_lock)
+    finally:
+        workdir_lock.release()
+
+
+def _train(config: ml_collections.ConfigDict, workdir: Path, mesh: Mesh, run: ensemble.EnsembleSettings,
+           resume_from: str | int, factor: float, workdir_lock: WorkdirLock) -> TrainState:
+    """`train` once its settings are checked, holding `workdir_lock` from the moment the workdir exists."""
+    main = sharding.is_main_process()
     if (workdir / checkpoints.CHECKPOINT_DIR).is_dir():  # resuming: the same members and SWAG statistics
         ensemble.check_matches_saved(config, workdir, "resume")
     train_images, val_images = load_training_data(config)
@@ -284,62 +374,96 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     model = build_model(config.model, tuple(config.data.image_shape))
     optimizer = make_optimizer(config.train)
     init_key, step_key, val_key = ensemble.member_keys(config.seed, run.size)   # key[M] each for an ensemble
+    metric = held_out_metric(model)
 
-    if sharding.is_main_process():  # only process 0 writes files; orbax syncs the processes itself
+    def held_out(state: TrainState) -> dict:
+        """The held-out loss of `state` as logged: {metric: mean} (+ {metric_members: [M]} for an ensemble)."""
+        if not run.stacked:
+            return {metric: validation_loss(model, state.params, val_inputs, val_key, config.eval.batch_size, mesh)}
+        members_loss = members_validation_loss(model, state.params, val_inputs, val_key, config.eval.batch_size,
+                                               mesh, run.member_loop)   # the best has the lowest mean over members
+        return {metric: float(members_loss.mean()), f"{metric}_members": members_loss.tolist()}
+
+    if main:  # only process 0 writes files; orbax syncs the processes itself
         workdir.mkdir(parents=True, exist_ok=True)
-    manager = checkpoints.checkpoint_manager(workdir, max_to_keep=config.train.keep_checkpoints)
-    best_manager = checkpoints.checkpoint_manager(workdir, best=True)
-    state = create_run_state(model, optimizer, run, init_key, train_images[:config.train.batch_size])
-    state = sharding.replicate(state, mesh)
-    latest = manager.latest_step()
-    if latest is not None and latest > config.train.steps:
-        raise OodgenError(f"{workdir} already holds a checkpoint at step {latest}, beyond "
-                          f"config.train.steps={config.train.steps}; pass --config.train.steps={latest} or more "
-                          f"to go on, or a new --workdir to start again")
-    if latest is not None:
-        state = checkpoints.restore(manager, state)
-    if sharding.is_main_process():
-        save_config(config, workdir)
-    heldout.record_split(workdir, heldout.describe_split(config, train_images, val_images))
+        workdir_lock.acquire()
+    log_path = workdir / METRICS_FILE
+    with contextlib.ExitStack() as managers:   # closed on every way out, so orbax leaves no thread behind
+        manager = checkpoints.checkpoint_manager(workdir, max_to_keep=config.train.keep_checkpoints)
+        managers.callback(checkpoints.close, manager)
+        best_manager = checkpoints.checkpoint_manager(workdir, best=True)
+        managers.callback(checkpoints.close, best_manager)
+        state = create_run_state(model, optimizer, run, init_key, train_images[:config.train.batch_size])
+        state = sharding.replicate(state, mesh)
+        start, source = resume.resume_point(resume_from, manager, best_manager)
+        if start > config.train.steps:
+            raise OodgenError(f"{workdir} already holds a checkpoint at step {start}, beyond "
+                              f"config.train.steps={config.train.steps}; pass --config.train.steps={start} or more "
+                              f"to go on, or a new --workdir to start again")
+        if start:
+            state = _restore_resume_point(source, state, start, (manager, best_manager))
+        if main:
+            save_config(config, workdir)
+        heldout.record_split(workdir, heldout.describe_split(config, train_images, val_images))
+        resume.discard_later(start, manager, best_manager, announce=main)
+        like = state
+        best_loss = resume.complete_bookkeeping(
+            start, state, source, manager, best_manager, config.train.keep_checkpoints, log_path if main else None,
+            score=lambda s: held_out(s)[metric], restore=lambda step: checkpoints.restore(manager, like, step))
+        best_step = best_manager.best_step()
 
-    objective = make_objective(model, config.train)
-    step_fn = (make_ensemble_train_step(model, optimizer, mesh, objective, run.member_loop) if run.stacked
-               else make_train_step(model, optimizer, mesh, objective))
-    collect_fn = None if run.swag is None else make_swag_collect(mesh, run.stacked)
-    start = int(state.step)
-    history: list[dict] = []
-    with open(workdir / METRICS_FILE if sharding.is_main_process() else os.devnull, "a") as log, \
-         tqdm(total=config.train.steps, initial=start, desc="train", unit="step",
-              disable=not sharding.is_main_process()) as progress:
-        for step in range(start, config.train.steps):
-            idx = member_batch_indices(step, train_images.shape[0], config.train.batch_size, config.seed, run.size)
-            state, metrics = step_fn(state, sharding.shard_batch(train_images, idx, mesh), step_key)
-            if run.swag is not None and run.swag.collects_after(step + 1):
-                state = collect_fn(state)
-            history.append(metrics)
-            progress.update(1)
-            done = step + 1
-            if done % config.train.log_every == 0 or done == config.train.steps:
+        objective = make_objective(model, config.train)
+        step_fn = (make_ensemble_train_step(model, optimizer, mesh, objective, run.member_loop) if run.stacked
+                   else make_train_step(model, optimizer, mesh, objective))
+        collect_fn = None if run.swag is None else make_swag_collect(mesh, run.stacked)
+
+        def diverged(at: int, what: str) -> OodgenError:
+            return _diverged(at, what, manager.latest_step(), best_step, config.train.learning_rate)
+
+        history: list[dict] = []
+        pending: list[str] = []   # the log lines since the last checkpoint, saved with the next one
+        with open(log_path if main else os.devnull, "a") as log, \
+             tqdm(total=config.train.steps, initial=start, desc="train", unit="step", disable=not main) as progress:
+            for step in range(start, config.train.steps):
+                idx = member_batch_indices(step, train_images.shape[0], config.train.batch_size, config.seed,
+                                           run.size)
+                state, metrics = step_fn(state, sharding.shard_batch(train_images, idx, mesh), step_key)
+                if run.swag is not None and run.swag.collects_after(step + 1):
+                    state = collect_fn(state)
+                history.append(metrics)
+                progress.update(1)
+                done = step + 1
+                if not (done % config.train.log_every == 0 or done == config.train.steps):
+                    continue
                 history = [{k: float(v) for k, v in m.items()} for m in jax.device_get(history)]
-                _check_finite(history, done)
+                for offset, logged in enumerate(history):
+                    if not math.isfinite(logged["loss"]):
+                        raise diverged(done - len(history) + offset + 1, f"the training loss became {logged['loss']}")
                 summary = {"step": done, **{k: float(np.mean([m[k] for m in history])) for k in history[0]}}
                 if done % config.train.checkpoint_every == 0 or done == config.train.steps:
-                    checkpoints.save(manager, done, state)
-                    metric = held_out_metric(model)
-                    if run.stacked:  # the best checkpoint is the one with the lowest mean over members
-                        members_loss = members_validation_loss(
-                            model, state.params, val_inputs, val_key, config.eval.batch_size, mesh,
-                            run.member_loop)
-                        summary[metric] = float(members_loss.mean())
-                        summary[f"{metric}_members"] = members_loss.tolist()
-                    else:
-                        summary[metric] = validation_loss(
-                            model, state.params, val_inputs, val_key, config.eval.batch_size, mesh)
-                    checkpoints.save(best_manager, done, state, {checkpoints.BEST_METRIC: summary[metric]})
+                    if not bool(_all_finite(state)):   # before any save: never a poisoned checkpoint
+                        raise diverged(done, "the parameters or optimiser state became non-finite (NaN or inf)")
+                    summary.update(held_out(state))
+                    loss = summary[metric]
+                    if held_out_diverged(loss, best_loss, factor):
+                        raise diverged(done, f"the held-out loss {metric} is {loss:.6g}" + (
+                            f", above config.train.divergence_factor={factor:g} times the best one "
+                            f"({best_loss:.6g} at step {best_step}; if that is no divergence, raise the factor)"
+                            if math.isfinite(loss) else ""))
+                    line = json.dumps(summary)
+                    saved = {checkpoints.BEST_METRIC: loss, checkpoints.LOG_LINES: [*pending, line]}
+                    checkpoints.save(manager, done, state, saved)
+                    resume.crash_point("checkpoint", done)
+                    if best_loss is None or loss < best_loss:
+                        checkpoints.save(best_manager, done, state, saved)
+                        best_loss, best_step = loss, done
+                    resume.crash_point("best", done)
+                    pending = []
+                else:
+                    line = json.dumps(summary)
+                    pending.append(line)
                 progress.set_postfix(loss=f"{summary.get('bits_per_dim', summary['loss']):.3f}")
-                log.write(json.dumps(summary) + "\n")
-                log.flush()
+                _append_log_line(log, line, done, log_path)
+                resume.crash_point("logged", done)
                 history = []
-    manager.close()
-    best_manager.close()
     return state

@@ -27,14 +27,17 @@ def restore_state(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
         raise OodgenError(f"config.eval.checkpoint={which!r}; use 'best' or 'latest'")
     best = which == "best" and (Path(workdir) / checkpoints.BEST_DIR).is_dir()
     manager = checkpoints.checkpoint_manager(workdir, read_only=True, best=best)
-    ensemble.check_matches_saved(config, workdir, "evaluate")
-    run = ensemble.settings(config)
-    sample, optimizer = np.zeros((1, *model.image_shape), np.uint8), make_optimizer(config.train)
-    shapes = jax.eval_shape(lambda key: create_run_state(model, optimizer, run, key, sample),
-                            ensemble.member_keys(0, run.size)[0])     # shapes only: nothing is initialised
-    target = sharding.replicated(mesh)
-    like = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=target), shapes)
-    return checkpoints.restore(manager, like)
+    try:   # closed on every way out: an open manager's threads print tracebacks at exit
+        ensemble.check_matches_saved(config, workdir, "evaluate")
+        run = ensemble.settings(config)
+        sample, optimizer = np.zeros((1, *model.image_shape), np.uint8), make_optimizer(config.train)
+        shapes = jax.eval_shape(lambda key: create_run_state(model, optimizer, run, key, sample),
+                                ensemble.member_keys(0, run.size)[0])     # shapes only: nothing is initialised
+        target = sharding.replicated(mesh)
+        like = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=target), shapes)
+        return checkpoints.restore(manager, like)
+    finally:
+        checkpoints.close(manager)
 
 
 def restore_params(config: ml_collections.ConfigDict, workdir: str | os.PathLike, model,
