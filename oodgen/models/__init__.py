@@ -1,4 +1,8 @@
-"""Generative models, each a frozen dataclass of hyper-parameters with pure functions."""
+"""Generative models, each a frozen dataclass of hyper-parameters with pure functions.
+
+Every public method that takes images checks them at the call (`oodgen.models.inputs`): shapes always, values
+(NaN, inf, outside 0..255, [0, 1]-scaled floats) when the array is concrete; a bad input is a one-line
+OodgenError, and calls traced under jit, vmap or grad are check-free beyond their static shapes."""
 
 import ml_collections
 
