@@ -11,6 +11,7 @@ from pathlib import Path
 import ml_collections
 
 from oodgen.errors import OodgenError
+from oodgen.atomic import write_atomic
 from oodgen.schema import validate_config
 
 CONFIG_FILE = "config.json"
@@ -93,13 +94,7 @@ def save_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
     """Writes the config as JSON beside the checkpoints (atomically: a failed write leaves the old file and no
     temporary one)."""
     path = Path(workdir) / CONFIG_FILE
-    tmp = path.with_suffix(".json.tmp")
-    try:
-        tmp.write_text(config.to_json(indent=2))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, config.to_json(indent=2).encode())
     return path
 
 

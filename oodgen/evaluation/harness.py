@@ -21,6 +21,7 @@ from oodgen import data, sharding
 from oodgen.evaluation import metrics, plots
 from oodgen.training import ensemble, heldout
 from oodgen.errors import OodgenError
+from oodgen.atomic import write_atomic
 from oodgen.models import build_model
 from oodgen.schema import validate_config
 from oodgen.training.restore import load_trained_model, restore_state
@@ -109,19 +110,7 @@ def markdown_table(results: dict, scores: dict[str, dict[str, np.ndarray]], in_d
     return "\n".join(lines)
 
 
-def _write_atomic(path: Path, payload: bytes) -> None:
-    """Writes `payload` to `path` through a synced temporary file and a rename: on failure (a full disk) the
-    temporary file is removed and an existing `path` is left as it was."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+_write_atomic = write_atomic
 
 
 STAGING_PREFIX = ".evaluate-staging-"

@@ -6,7 +6,7 @@ Convention: higher score = more OOD.
 """
 
 import os
-import uuid
+import io
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
+from oodgen.atomic import write_atomic
 from oodgen.errors import OodgenError
 from oodgen.evaluation.metrics import as_scores, auroc
 
@@ -32,17 +33,9 @@ def save_figure_atomic(fig: Figure, path: str | os.PathLike) -> Path:
     """Save ``fig`` as PNG to ``path`` via a fsynced temp file in the same directory and ``os.replace``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            fig.savefig(f, format="png", bbox_inches="tight")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    return write_atomic(path, buffer.getvalue())
 
 
 def _check_named(mapping: dict, what: str) -> None:

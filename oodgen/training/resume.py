@@ -29,6 +29,7 @@ import chex
 import orbax.checkpoint as ocp
 
 from oodgen.errors import OodgenError
+from oodgen.atomic import write_atomic
 from oodgen.training import checkpoints
 
 CRASH_ENV = "OODGEN_TEST_CRASH_AT"
@@ -169,14 +170,8 @@ def repair_log(path: Path, step: int, stored: list[str] | None) -> None:
     text = "".join(line + "\n" for line in lines)
     if (path.read_text() if path.is_file() else "") == text:
         return
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, text.encode())
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise OodgenError(f"cannot rewrite {path} ({e}); free disk space and re-run (nothing was lost: "
                           "the log is repaired from the checkpoints)") from None
