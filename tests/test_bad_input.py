@@ -538,7 +538,7 @@ def test_main_wrapper_turns_os_errors_into_one_line_naming_the_path(capsys, monk
 
 def test_errors_of_background_threads_are_one_warning_line_and_the_main_threads_keep_their_traceback(
         capsys, monkeypatch):
-    from oodgen import cli
+    from oodgen.cli import reporting as cli
 
     monkeypatch.setattr(cli, "_REPORTED", set())
 

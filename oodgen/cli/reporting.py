@@ -1,24 +1,16 @@
-"""What train.py and evaluate.py share: argument parsing, the up-front checks of the config and the directories,
-and turning errors into one line + exit 2."""
+"""Errors as one line and exit code 2: OodgenErrors and OS errors of the main thread, and one `warning:` line
+for errors of background threads and errors nothing could raise."""
 
 import argparse
 import errno
 import functools
 import logging
 import os
-import shutil
 import sys
 import threading
 from collections.abc import Callable
-from pathlib import Path
-from typing import NamedTuple
 
-import ml_collections
-
-from oodgen.config import load_config_file, load_saved_config, parse_overrides
 from oodgen.errors import OodgenError
-from oodgen.schema import validate_config
-from oodgen.sharding import DISTRIBUTED_DEFAULTS, initialize_distributed, is_main_process
 
 EXIT_BAD_INPUT = 2
 WRITE_ERRNOS = {errno.ENOSPC: "free space there, or pass a --workdir/--outdir on another disk",
@@ -28,89 +20,6 @@ WRITE_ERRNOS = {errno.ENOSPC: "free space there, or pass a --workdir/--outdir on
                 errno.EACCES: "make it writable (chmod/chown), or pass a --workdir/--outdir you can write",
                 errno.EPERM: "make it writable (chmod/chown), or pass a --workdir/--outdir you can write"}
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-MIN_FREE_BYTES = 64 * 1024  # less than any run writes (a config, a split record, one checkpoint; or the plots)
-
-
-class Invocation(NamedTuple):
-    config: ml_collections.ConfigDict
-    workdir: str
-    outdir: str | None  # where evaluate.py writes results (None: the workdir)
-
-
-def _existing_ancestor(path: Path) -> Path:
-    """`path` itself if it exists, else its nearest existing parent (which may be a file)."""
-    while not (path.exists() or path.is_symlink()) and path != path.parent:
-        path = path.parent
-    return path
-
-
-def check_directory_path(path: str, flag: str) -> None:
-    """OodgenError unless `path` is a directory or could be created as one: no part of it is a file."""
-    found = _existing_ancestor(Path(path))
-    if (found.exists() or found.is_symlink()) and not found.is_dir():
-        where = "is a file" if found == Path(path) else f"is under {str(found)!r}, which is a file"
-        raise OodgenError(f"{flag} {path} {where}, not a directory; pass a directory path (it is created if missing)")
-
-
-def check_writable(path: str, flag: str, fix: str | None = None) -> None:
-    """OodgenError unless `path` is a writable directory, or can be created in a writable one, on a disk with
-    at least MIN_FREE_BYTES free. Writes nothing (access(2) also sees read-only file systems, for root too).
-    `fix`: what to advise instead of another `flag`."""
-    check_directory_path(path, flag)
-    found = _existing_ancestor(Path(path))
-    shown = f"{flag} {path}" + ("" if found == Path(path) else f" (in {str(found)!r})")
-    if not os.access(found, os.W_OK | os.X_OK):
-        if os.statvfs(found).f_flag & os.ST_RDONLY:
-            raise OodgenError(f"{shown} is on a read-only file system; {fix or f'pass a {flag} on a writable one'}")
-        raise OodgenError(f"{shown} is not writable; {fix or f'make it writable (chmod/chown) or pass another {flag}'}")
-    free = shutil.disk_usage(found).free
-    if free < MIN_FREE_BYTES:
-        raise OodgenError(f"{shown}: its disk is full ({free} bytes free); free space there or pass a {flag} "
-                          "on another disk")
-
-
-def parse_args(argv: list[str], description: str, config_required: bool, with_outdir: bool = False,
-               for_: str | None = None) -> Invocation:
-    """--config FILE[:variant] --workdir DIR [--outdir DIR] [--config.key=value ...].
-
-    Without --config (where allowed) the config saved in the workdir by train.py is used, less its
-    `distributed` settings (those of the training run's process 0): pass them again, per process. The whole
-    config is then checked against the schema (oodgen.schema.validate_config) for `for_` ("train", or
-    "evaluate"; by default "evaluate" when there is an --outdir), and the directories: --workdir must not be or
-    lie under a file, and the directory written (train: --workdir; evaluate: --outdir, else --workdir) must be
-    writable, all before any data is read or any file written. Then joins the multi-process run that
-    `config.distributed` (or OODGEN_* environment variables) configures, before any other JAX use.
-    """
-    for_ = for_ or ("evaluate" if with_outdir else "train")
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", required=config_required,
-                        help="configs/<name>.py[:variant]" + ("" if config_required else
-                                                              " (default: the one saved in --workdir)"))
-    parser.add_argument("--workdir", required=True, help="directory for checkpoints and results")
-    if with_outdir:
-        parser.add_argument("--outdir", default=None, help="write results here instead of --workdir")
-    args, rest = parser.parse_known_args(argv)
-    outdir = getattr(args, "outdir", None)
-    check_directory_path(args.workdir, "--workdir")
-    if outdir is not None:
-        check_directory_path(outdir, "--outdir")
-    if args.config:
-        config = load_config_file(args.config)
-    else:
-        config = load_saved_config(args.workdir)
-        config.distributed = ml_collections.ConfigDict(DISTRIBUTED_DEFAULTS)
-    config = parse_overrides(config, rest)
-    validate_config(config, for_=for_)
-    initialize_distributed(config.get("distributed"))
-    if is_main_process():  # the only process that writes
-        if for_ == "train":
-            check_writable(args.workdir, "--workdir")
-        elif outdir is not None:
-            check_writable(outdir, "--outdir")
-        else:
-            check_writable(args.workdir, "--workdir", "pass --outdir DIR to write the results elsewhere "
-                                                      "(the workdir is only read)")
-    return Invocation(config, args.workdir, outdir)
 
 
 def _output_dir(argv: list[str]) -> str | None:
