@@ -5,8 +5,9 @@ available offline (MNIST, letters, noise, constant, flips, inversion).
   python -m bench.run_all             # the configs' own budgets (hours on a CPU; see BENCHMARKS.md)
 
 Each model is trained into `<runs>/<entry>`; train.py resumes a partial run, and on a finished one takes no
-step but completes the bookkeeping a crash may have left undone (best/, the log). Each (model, scorer) pair is evaluated into `<runs>/<entry>/bench/<scorer>` and
-skipped when its metrics.json is there, so an interrupted run resumes where it stopped. The table
+step but completes the bookkeeping a crash may have left undone (best/, the log). Each (model, scorer) pair
+is evaluated into `<runs>/<entry>/bench/<scorer>` and skipped when its metrics.json is there, so an
+interrupted run resumes where it stopped. The table
 (AUROC with a bootstrap 95% interval, AUPRC-in, AUPRC-out, FPR@95, published numbers beside ours where
 a paper has the same pair) goes into BENCHMARKS.md, and an AUROC heat map into bench/figures/.
 """

@@ -15,9 +15,10 @@ from pathlib import Path
 # again. The cache starts empty each session (a directory made by the controller, removed at its end).
 if "jax" in sys.modules:
     raise RuntimeError("tests/conftest.py must configure XLA before jax is imported")
-os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS", ""),
-                                                  "--xla_backend_optimization_level=0",
-                                                  "--xla_llvm_disable_expensive_passes=true"]))
+_flags = os.environ.get("XLA_FLAGS", "").split()   # the workers inherit the controller's: add each flag once
+os.environ["XLA_FLAGS"] = " ".join(_flags + [flag for flag in ("--xla_backend_optimization_level=0",
+                                                               "--xla_llvm_disable_expensive_passes=true")
+                                             if flag not in _flags])
 _OWNS_CACHE = "OODGEN_TEST_XLA_CACHE" not in os.environ
 if _OWNS_CACHE:
     os.environ["OODGEN_TEST_XLA_CACHE"] = tempfile.mkdtemp(prefix="oodgen-test-xla-cache-")
