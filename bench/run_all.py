@@ -177,18 +177,32 @@ def _short(ood: str) -> str:
     return ood.replace("fashion_mnist:test+", "")
 
 
+# The issue-16 goal's five sets (flips are reported beside them: many garments are mirror-symmetric)
+GOAL_SETS = ("mnist", "letters", "noise", "constant", "fashion_mnist:test+invert")
+
+
+def mean_aurocs(per_set: dict[str, float]) -> tuple[float, float]:
+    """(mean AUROC over every OOD set of a row, mean over GOAL_SETS: NaN unless all five are there)."""
+    goal = [per_set[s] for s in GOAL_SETS if s in per_set]
+    return (float(np.mean(list(per_set.values()))),
+            float(np.mean(goal)) if len(goal) == len(GOAL_SETS) else float("nan"))
+
+
 def auroc_summary(rows: list[dict]) -> str:
-    """The AUROCs at a glance: one row per (model, score), one column per OOD set, and the published
-    MNIST AUROC where there is one."""
+    """The AUROCs at a glance: one row per (model, score), one column per OOD set, the mean over every set
+    and over GOAL_SETS (so that no score is judged on MNIST alone), and the published MNIST AUROC where
+    there is one."""
     sets = list(dict.fromkeys(r["ood"] for r in rows))
     cells: dict[tuple[str, str], dict[str, float]] = {}
     for r in rows:
         cells.setdefault((r["model"], r["score"]), {})[r["ood"]] = r["auroc"]
-    lines = ["| model | score | " + " | ".join(_short(s) for s in sets) + " | published (MNIST) |",
-             "|---|---|" + "---:|" * len(sets) + "---|"]
+    lines = ["| model | score | " + " | ".join(_short(s) for s in sets)
+             + " | mean (all) | mean (mnist, letters, noise, constant, invert) | published (MNIST) |",
+             "|---|---|" + "---:|" * (len(sets) + 2) + "---|"]
     for (model, score), per_set in cells.items():
         values = " | ".join(f"{per_set[s]:.3f}" if s in per_set else "" for s in sets)
-        lines.append(f"| {model} | {score} | {values} | {PUBLISHED.get((score, 'mnist'), '')} |")
+        means = " | ".join(f"{m:.3f}" if np.isfinite(m) else "" for m in mean_aurocs(per_set))
+        lines.append(f"| {model} | {score} | {values} | {means} | {PUBLISHED.get((score, 'mnist'), '')} |")
     return "\n".join(lines)
 
 

@@ -1,9 +1,11 @@
 """What the exact-likelihood model configs (PixelCNN++, local PixelCNN, Glow) share: variant flags, the
 training budget, the background model's settings and the evaluation protocol."""
 
+import math
+
 import ml_collections
 
-from configs import vae_fashion_mnist
+FASHION_MNIST_TRAIN_IMAGES = 60_000   # the training split; config.data.num_validation of them are held out
 
 
 def parse_variant(variant: str, allowed: tuple[str, ...]) -> set[str]:
@@ -15,10 +17,19 @@ def parse_variant(variant: str, allowed: tuple[str, ...]) -> set[str]:
     return flags
 
 
+def steps_for_epochs(epochs: int, batch_size: int, num_validation: int,
+                     train_images: int = FASHION_MNIST_TRAIN_IMAGES) -> int:
+    """Optimiser steps of `epochs` passes over the training images left after the held-out ones (a paper's
+    budget in epochs -> config.train.steps)."""
+    return epochs * math.ceil((train_images - num_validation) / batch_size)
+
+
 def base_config(flags: set[str], steps: int, grad_clip_norm: float) -> ml_collections.ConfigDict:
     """Fashion-MNIST data and OOD sets of the VAE config; Adam 1e-3 after 200 warm-up steps, batch 64;
     μ = 0.2 and L2 1e-4 for the `background` flag; exact likelihoods scored on 2,000 images per set.
     The model (`config.model`) and the scorers are the caller's."""
+    from configs import vae_fashion_mnist   # here, not at the top: vae_fashion_mnist imports parse_variant
+
     tiny = "tiny" in flags
     config = vae_fashion_mnist.get_config("tiny" if tiny else "")
     config.model = ml_collections.ConfigDict()

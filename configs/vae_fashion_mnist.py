@@ -2,10 +2,32 @@
 
   python train.py    --config configs/vae_fashion_mnist.py --workdir runs/vae_fashion_mnist
   python evaluate.py --workdir runs/vae_fashion_mnist
-Variant `:tiny` is a seconds-long smoke configuration for tests.
+
+Variants, comma-separated: `tiny` (a seconds-long smoke configuration for tests) and `paper`, the likelihood
+regret setting of Xiao et al. 2020 for a GPU (`:paper,tiny`: its model and likelihood at smoke sizes):
+
+  python train.py    --config configs/vae_fashion_mnist.py:paper --workdir runs/vae_fashion_mnist_paper
+  python evaluate.py --workdir runs/vae_fashion_mnist_paper
+
+`:paper`, each setting with its source (reference repo: XavierXiao/Likelihood-Regret, train_pixel.py,
+DCGAN_VAE_pixel.py, compute_LR.py):
+- likelihood: a 256-way categorical per 8-bit pixel (the reference decoder's nc·256 logits and cross-entropy
+  on x·255), inputs scaled to [0, 1] with no binarisation (reference: ToTensor);
+- latent_dim 100 (reference nz), encoder/decoder channels (32, 64) (reference ngf = 32: 32, 64, 128 on images
+  resized to 32x32; oodgen does not resize, 28x28 allows two stride-2 stages, and it has no BatchNorm);
+- Adam lr 3e-4, batch 128, 200 epochs (~86k steps), no learning-rate warm-up (reference); the reference's
+  Adam weight decay 3e-5 as an L2 penalty 1.5e-5·Σ‖W‖² on the kernels (the same gradient; biases excluded);
+- evaluation (compute_LR.py / paper): NLL by importance weighting with 1000 samples (200 repeats × 5 batches),
+  regret = NLL before − after 100 Adam steps (lr 2e-4, weight decay 5e-5) on a copy of the encoder alone,
+  500 images per set.
+Budget: ~86k steps of a small conv VAE, then 1000-sample bounds and 100 encoder steps per scored image: a GPU job.
 """
 
 import ml_collections
+
+from configs.exact_likelihood import parse_variant, steps_for_epochs
+
+VARIANTS = ("tiny", "paper")
 
 OOD_SETS = [
     "mnist",
@@ -19,6 +41,7 @@ OOD_SETS = [
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    flags = parse_variant(variant, VARIANTS)
     config = ml_collections.ConfigDict()
     config.seed = 0
 
@@ -99,11 +122,14 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
                              gmm=dict(n_components=[1, 2, 4, 8], folds=5, log_features=False, seed=0, reg_covar=1e-6),
                              knn=dict(k=5))))
 
-    if variant == "tiny":
+    if "paper" in flags:
+        use_paper(config)
+    if "tiny" in flags:
         config.data.max_train_examples = 512
         config.data.num_validation = 64
-        config.model.latent_dim = 4
-        config.model.channels = (8, 8)
+        if "paper" not in flags:   # :paper,tiny keeps the paper's model and likelihood
+            config.model.latent_dim = 4
+            config.model.channels = (8, 8)
         config.train.steps = 4
         config.train.batch_size = 16
         config.train.warmup_steps = 1
@@ -114,6 +140,20 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         config.eval.num_samples = 2
         config.eval.batch_size = 32
         config.eval.max_examples = 48
-    elif variant:
-        raise ValueError(f"unknown variant {variant!r}; use '' or 'tiny'")
+        if "paper" in flags:   # its scorers include likelihood_regret: 2 encoder steps per image
+            config.eval.likelihood_regret.num_steps = 2
+    return config
+
+
+def use_paper(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Xiao et al. 2020's VAE, training and likelihood-regret protocol (the module docstring gives the sources)."""
+    config.model.update(latent_dim=100, channels=(32, 64), likelihood="categorical")
+    config.train.update(batch_size=128, learning_rate=3e-4, warmup_steps=0, log_every=500, checkpoint_every=5000,
+                        l2_weight=1.5e-5)   # = torch Adam(weight_decay=3e-5): gradient 2·1.5e-5·W
+    config.train.steps = steps_for_epochs(200, config.train.batch_size, config.data.num_validation)
+    config.eval.scorers = ["log_likelihood", "likelihood_regret"]
+    config.eval.num_samples = 1000
+    config.eval.likelihood_regret.update(num_steps=100, learning_rate=2e-4, weight_decay=5e-5)
+    config.eval.max_examples = 500
+    config.eval.batch_size = 8   # 1000 samples x 28x28x256 logits: ~0.8 GB of f32 logits per image
     return config

@@ -208,7 +208,7 @@ CODECS = ("png", "jpeg2000", "deflate")
 GRAD_METHODS = ("fast", "vmap")
 GRAD_KERNELS = ("flops", "timed", "gram", "matmul", "slices", "patches", "grouped")
 MEMBER_LOOPS = ("auto", "vmap", "unroll")
-LIKELIHOODS = ("bernoulli", "discretized_logistic_mixture")
+LIKELIHOODS = ("bernoulli", "discretized_logistic_mixture", "categorical")
 
 F = Field
 SCHEMA: dict[str, Field] = {
@@ -312,7 +312,8 @@ DENSITY_OPTIONS: dict[str, dict[str, Field]] = {
             "log_features": F(boolean(), "mixture on log f", "False"),
             "seed": F(integer(0), "seed of the folds and fits", "0"),
             "reg_covar": F(number(0, low_open=True), "covariance regulariser", "1e-6")},
-    "knn": {"k": F(integer(1), "the k of the k-th nearest neighbour", "5")},
+    "knn": {"k": F(integer(1), "the k of the k-th nearest neighbour", "5"),
+            "log_features": F(boolean(), "neighbours among log f", "False")},
 }
 for _scorer in ("grad_norms", "msma", "composed"):
     for _density, _fields in DENSITY_OPTIONS.items():
@@ -354,7 +355,9 @@ MODEL_SCHEMAS: dict[str, dict[str, Field]] = {
                   "num_sigmas": F(integer(2), "noise levels", "10", required=False),
                   "sigma_max": F(number(0, low_open=True), "largest noise level", "1.0", required=False),
                   "sigma_min": F(number(0, low_open=True), "smallest noise level (< sigma_max)", "0.01",
-                                 required=False)},
+                                 required=False),
+                  "norm": F(choice("none", "instance_plus"), "normalisation in the residual blocks", "none",
+                            required=False)},
     "ddpm": {"num_filters": _NUM_FILTERS,
              "num_timesteps": F(integer(1), "diffusion steps T", "1000", required=False),
              "beta_schedule": F(choice("linear", "cosine"), "noise schedule", "linear", required=False)},

@@ -137,7 +137,7 @@ def trained(tmp_path_factory) -> Path:
 
 # --- the schema ------------------------------------------------------------------------------------------
 
-VARIANT_FLAGS = ("background", "local", "tiny")
+VARIANT_FLAGS = ("background", "local", "tiny", "paper")
 
 
 def _every_config() -> list[tuple[str, ml_collections.ConfigDict]]:
@@ -238,7 +238,8 @@ BAD_VALUES = [  # (config, override, purpose, what the one-line error must say);
     (TINY, "data.image_shape=(30,30,1)", "train", r"divisible by 4 .*change config.model or config.data.image_shape"),
     (TINY, "data.test=", "train", r"config.data.test='' must be a non-empty string"),
     (TINY, "model.channels=(8,0)", "train", r"config.model.channels=\(8, 0\) must be a non-empty tuple"),
-    (TINY, "model.likelihood=gauss", "train", r"likelihood='gauss'; use 'bernoulli' or 'discretized_logistic_mixture'"),
+    (TINY, "model.likelihood=gauss", "train",
+     r"likelihood='gauss'; use one of 'bernoulli', 'discretized_logistic_mixture', 'categorical'"),
     (TINY, "seed=-1", "train", r"config.seed=-1 must be an integer >= 0"),
     (TINY, "swag.rank=1", "train", r"config.swag.rank=1 must be at least 2"),
     (TINY, "ensemble.size=0", "train", r"config.ensemble.size=0 must be a positive integer"),

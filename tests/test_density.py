@@ -111,6 +111,18 @@ def test_knn_matches_brute_force():
     np.testing.assert_allclose(fitted.score(x), brute, rtol=1e-10)
 
 
+def test_knn_log_features_matches_brute_force_on_log():
+    rng = np.random.default_rng(13)
+    fit_x = np.exp(rng.normal(size=(150, 3)) * np.array([1.0, 0.2, 2.0]))
+    x = np.exp(rng.normal(size=(25, 3)))
+    fitted = density.KNNDistance(k=3, log_features=True).fit(fit_x)
+    log_fit, log_x = np.log(fit_x), np.log(x)
+    z_fit = (log_fit - log_fit.mean(axis=0)) / log_fit.std(axis=0)
+    z = (log_x - log_fit.mean(axis=0)) / log_fit.std(axis=0)
+    brute = np.sort(np.sqrt(((z[:, None, :] - z_fit[None, :, :]) ** 2).sum(-1)), axis=1)[:, 2]
+    np.testing.assert_allclose(fitted.score(x), brute, rtol=1e-10)
+
+
 def test_fit_density_by_name_matches_classes():
     x = _chi_square_features(100)
     np.testing.assert_array_equal(density.fit_density("chi_square", x, dofs=DOFS).score(x),

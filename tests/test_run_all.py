@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from bench import run_all
 from bench.run_all import Entry
@@ -53,6 +54,14 @@ def test_run_all_trains_once_evaluates_each_scorer_apart_resumes_and_tables(tmp_
     scores = list(dict.fromkeys(r["score"] for r in rows))
     assert len(summary) == 2 + len(scores)
     assert all(f"{r['auroc']:.3f}" in next(line for line in summary if f"| {r['score']} |" in line) for r in rows)
+    for score in scores:   # the mean over every set of the row, computed here from the rows themselves
+        values = [r["auroc"] for r in rows if r["score"] == score]
+        line = next(line for line in summary if f"| {score} |" in line)
+        assert line.split("|")[-4].strip() == f"{sum(values) / len(values):.3f}"
+    goal = {s: 0.5 + 0.1 * i for i, s in enumerate(run_all.GOAL_SETS)}
+    assert run_all.mean_aurocs({**goal, "fashion_mnist:test+vflip": 0.0}) == (
+        pytest.approx(sum(goal.values()) / 6), pytest.approx(0.7))
+    assert np.isnan(run_all.mean_aurocs({"mnist": 0.9})[1])
 
     run_all.plot_summary(rows, tmp_path / "summary.png", "test")
     assert (tmp_path / "summary.png").stat().st_size > 1000

@@ -258,3 +258,41 @@ def test_msma_defaults_fit_a_small_set_dropping_oversized_candidates():
     with threadpool_limits(1), pytest.warns(UserWarning, match=r"dropped candidate n_components \[14, .*20\]"):
         state = MSMAScorer(MODEL, batch_size=16, densities=("gmm",)).fit(params, fit)
     assert sorted(state.densities["gmm"].cv_log_likelihood) == list(range(2, 14))
+
+
+def test_conditional_instance_norm_plus_matches_a_float64_formula():
+    """NCSN's InstanceNorm++: γ (h − μ)/s + β + α (μ − mean μ)/std μ, with γ, β, α from the σ-embedding."""
+    from oodgen.models.score_net import ConditionalInstanceNormPlus
+
+    rng = np.random.default_rng(0)
+    h = rng.normal(size=(3, 5, 4, 6)).astype(np.float32) * 2 + rng.normal(size=(3, 1, 1, 6)).astype(np.float32)
+    emb = rng.normal(size=(3, 7)).astype(np.float32)
+    module = ConditionalInstanceNormPlus()
+    params = module.init(jax.random.PRNGKey(1), h, emb)
+    params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
+    got = np.asarray(module.apply(params, h, emb), np.float64)
+
+    dense = params["params"]["Dense_0"]
+    coeffs = emb.astype(np.float64) @ np.asarray(dense["kernel"], np.float64) + np.asarray(dense["bias"], np.float64)
+    gamma, beta, alpha = np.split(coeffs, 3, axis=-1)
+    x = h.astype(np.float64)
+    expected = np.empty_like(x)
+    for b in range(x.shape[0]):
+        mu = np.array([x[b, :, :, c].mean() for c in range(x.shape[-1])])
+        s = np.array([np.sqrt(x[b, :, :, c].var() + 1e-5) for c in range(x.shape[-1])])
+        m, v = mu.mean(), np.sqrt(mu.var() + 1e-5)
+        for c in range(x.shape[-1]):
+            expected[b, :, :, c] = ((1 + gamma[b, c]) * (x[b, :, :, c] - mu[c]) / s[c] + beta[b, c]
+                                    + alpha[b, c] * (mu[c] - m) / v)
+    np.testing.assert_allclose(got, expected, rtol=2e-4, atol=2e-4)
+
+
+def test_norm_setting_reaches_the_network_and_unknown_is_refused():
+    images = np.random.default_rng(3).integers(0, 256, (2, 28, 28, 1), dtype=np.uint8)
+    plain, normed = ScoreNetModel(num_filters=4), ScoreNetModel(num_filters=4, norm="instance_plus")
+    assert not any("ConditionalInstanceNormPlus" in str(k) for k in jax.tree_util.tree_flatten_with_path(
+        plain.init(jax.random.PRNGKey(0), images))[0])
+    assert any("ConditionalInstanceNormPlus" in str(k) for k in jax.tree_util.tree_flatten_with_path(
+        normed.init(jax.random.PRNGKey(0), images))[0])
+    with pytest.raises(ValueError, match="norm must be one of"):
+        ScoreNetModel(norm="batch")

@@ -329,11 +329,12 @@ class GaussianMixtureDensity:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class FittedKNN:
-    """Nearest-neighbour index over the standardised kept fit features."""
+    """Nearest-neighbour index over the standardised kept fit features (of log f if log_features)."""
     selection: FeatureSelection
     standardizer: Standardizer
     index: NearestNeighbors
     k: int
+    log_features: bool = False
 
     def score(self, features: Any) -> np.ndarray:
         """f[M, F] -> f64[M]: Euclidean distance to the k-th nearest fit example in standardised units.
@@ -341,15 +342,18 @@ class FittedKNN:
         A fit example scored against its own fit set is its own nearest neighbour (distance 0), so its
         score is the distance to its (k−1)-th other neighbour.
         """
-        z = self.standardizer(self.selection.apply(features))
+        x = self.selection.apply(features)
+        z = self.standardizer(np.log(x) if self.log_features else x)
         distances, _ = self.index.kneighbors(z, n_neighbors=self.k)
         return distances[:, -1]
 
 
 @dataclasses.dataclass(frozen=True)
 class KNNDistance:
-    """Distance to the k-th nearest neighbour in the standardised fit set (MSMA's kNN, k = 5); not a density."""
+    """Distance to the k-th nearest neighbour in the standardised fit set (MSMA's kNN, k = 5); not a density.
+    With `log_features` the neighbours are found among standardised log f (features must be positive)."""
     k: int = 5
+    log_features: bool = False
 
     def __post_init__(self):
         if not isinstance(self.k, (int, np.integer)) or self.k < 1:
@@ -357,9 +361,11 @@ class KNNDistance:
 
     def fit(self, features: Any) -> FittedKNN:
         """Fits on f[N, F], N > k."""
-        selection, x = select_features(features, "knn", min_examples=self.k + 1)
+        selection, x = select_features(features, "knn", min_examples=self.k + 1, log=self.log_features)
+        x = np.log(x) if self.log_features else x
         standardizer = Standardizer.fit(x)
-        return FittedKNN(selection, standardizer, NearestNeighbors(n_neighbors=self.k).fit(standardizer(x)), self.k)
+        return FittedKNN(selection, standardizer, NearestNeighbors(n_neighbors=self.k).fit(standardizer(x)), self.k,
+                         self.log_features)
 
 
 DENSITIES: dict[str, type] = {

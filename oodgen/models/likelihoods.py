@@ -66,6 +66,22 @@ def discretized_logistic_log_prob(images: jax.Array, mean: jax.Array, log_scale:
                      jnp.where(images == NUM_LEVELS - 1, log_survival_lower, log_bin_mass))
 
 
+def categorical_log_prob(images: jax.Array, logits: jax.Array) -> jax.Array:
+    """log P(images) under a 256-way categorical over the 8-bit values: log_softmax(logits)[value].
+
+    `images` are uint8 [...]; `logits` f32 [..., 256] (one logit per value, the last axis), their leading
+    axes broadcasting against the images'. Exactly normalised over the 256 values, in nats.
+    """
+    if logits.shape[-1] != NUM_LEVELS:
+        raise ValueError(f"a categorical over 8-bit values needs {NUM_LEVELS} logits on the last axis; "
+                         f"got shape {logits.shape}")
+    # logit[value] − logsumexp(logits): the same as log_softmax(logits)[value], without a second [..., 256] array
+    lead = jnp.broadcast_shapes(images.shape, logits.shape[:-1])
+    logits = jnp.broadcast_to(logits, (*lead, NUM_LEVELS))
+    index = jnp.broadcast_to(images.astype(jnp.int32), lead)[..., None]
+    return jnp.take_along_axis(logits, index, axis=-1)[..., 0] - jax.nn.logsumexp(logits, axis=-1)
+
+
 def num_mixture_params(num_mixtures: int, channels: int) -> int:
     """Channels of a network output that parameterises `discretized_logistic_mixture_log_prob`."""
     num_coeffs = channels * (channels - 1) // 2

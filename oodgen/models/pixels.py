@@ -11,12 +11,18 @@ from oodgen.models import capabilities as caps
 from oodgen.models.inputs import checks_inputs
 from oodgen.sharding import split_keys
 
-LIKELIHOODS = ("bernoulli", "discretized_logistic_mixture")
+# bernoulli: dynamically binarised pixels; discretized_logistic_mixture: 8-bit pixels, inputs on [-1, 1];
+# categorical: 8-bit pixels, a 256-way softmax per sub-pixel, inputs on [0, 1] (Xiao et al. 2020's VAE decoder).
+LIKELIHOODS = ("bernoulli", "discretized_logistic_mixture", "categorical")
+# What each likelihood makes `log_prob` a likelihood of (oodgen.models.capabilities).
+LIKELIHOOD_CAPABILITY = {"bernoulli": caps.BINARY_LIKELIHOOD, "discretized_logistic_mixture": caps.PIXEL_LIKELIHOOD,
+                         "categorical": caps.PIXEL_LIKELIHOOD}
 
 
 @dataclasses.dataclass(frozen=True)
 class PixelLikelihood:
-    """Bernoulli on dynamically binarised 1-channel images, or a discretised logistic mixture on 8-bit ones."""
+    """Bernoulli on dynamically binarised 1-channel images; or, on 8-bit ones, a discretised logistic mixture
+    or a 256-way categorical per sub-pixel."""
     kind: str
     image_shape: tuple[int, int, int]
     num_mixtures: int = 5
@@ -33,21 +39,29 @@ class PixelLikelihood:
         """Channels a decoder must output per pixel."""
         if self.kind == "bernoulli":
             return 1
+        if self.kind == "categorical":
+            return likelihoods.NUM_LEVELS * self.image_shape[-1]   # channel c's logits: [256 c, 256 (c + 1))
         return likelihoods.num_mixture_params(self.num_mixtures, self.image_shape[-1])
 
     def preprocess(self, rng: jax.Array, images: jax.Array) -> jax.Array:
         """uint8 [B, H, W, C] -> f32 [B, H, W, C]: the network input and Bernoulli target.
 
         Bernoulli: a dynamic binarisation, one key per example (`rng`: a key or key[B]). Logistic: [-1, 1].
+        Categorical: [0, 1] (images / 255, no binarisation, as Xiao et al.'s reference feeds its encoder).
         """
         if self.kind == "bernoulli":
             return jax.vmap(likelihoods.dynamic_binarize)(split_keys(rng, images.shape[0]), images)
+        if self.kind == "categorical":
+            return likelihoods.to_unit_interval(images)
         return likelihoods.to_symmetric_interval(images)
 
     def log_prob(self, out: jax.Array, target: jax.Array, images: jax.Array) -> jax.Array:
         """log p(x | decoder output f32[B, H, W, out_features]) in nats: f32[B]."""
         if self.kind == "bernoulli":
             per_element = likelihoods.bernoulli_log_prob(out, target)
+        elif self.kind == "categorical":
+            logits = out.reshape(*out.shape[:-1], self.image_shape[-1], likelihoods.NUM_LEVELS)
+            per_element = likelihoods.categorical_log_prob(images, logits)
         else:
             per_element = likelihoods.discretized_logistic_mixture_log_prob(images, out, self.num_mixtures)
         return likelihoods.sum_per_example(per_element)
@@ -85,12 +99,11 @@ class PixelModelMixin(ImageShapeMixin):
 
     @property
     def capabilities(self) -> frozenset[str]:
-        kind = caps.BINARY_LIKELIHOOD if self.likelihood == "bernoulli" else caps.PIXEL_LIKELIHOOD
-        return frozenset({kind, caps.ENCODER, caps.EVAL_NLL})
+        return frozenset({LIKELIHOOD_CAPABILITY[self.likelihood], caps.ENCODER, caps.EVAL_NLL})
 
     @property
     def summary(self) -> str:
-        what = "binarised pixels" if self.likelihood == "bernoulli" else "8-bit pixels"
+        what = caps.DATA_OF[LIKELIHOOD_CAPABILITY[self.likelihood]]
         return f"{self.kind} models {what} (model.likelihood={self.likelihood})"
 
     def how_to_offer(self, capability: str) -> str | None:

@@ -64,15 +64,40 @@ def optimal_gaussian_score(x: jax.Array, sigma: jax.Array | float, mu: jax.Array
     return -(x - mu) / (s**2 + sigma_data**2)
 
 
-class ResBlock(nn.Module):
-    """h f32[B, H, W, F], σ-embedding f32[B, E] -> h + conv(swish(conv(swish(h) + dense(emb))))."""
-    features: int
+NORMS = ("none", "instance_plus")
+
+
+class ConditionalInstanceNormPlus(nn.Module):
+    """NCSN's conditional instance normalisation++ (Song & Ermon 2019): h f32[B, H, W, F], emb f32[B, E] ->
+    γ (h − μ)/s + β + α (μ − mean_F μ)/std_F μ, with μ, s each channel's spatial mean and standard deviation
+    and γ, β, α per channel from the σ-embedding. The last term keeps each image's channel means, the global
+    statistics of the whole image that a stack of 3x3 convolutions cannot see."""
 
     @nn.compact
     def __call__(self, h: jax.Array, emb: jax.Array) -> jax.Array:
-        y = nn.Conv(self.features, (3, 3))(nn.swish(h))
+        features = h.shape[-1]
+        mu = jnp.mean(h, axis=(1, 2), keepdims=True)                                   # [B, 1, 1, F]
+        std = jnp.sqrt(jnp.var(h, axis=(1, 2), keepdims=True) + 1e-5)
+        m = jnp.mean(mu, axis=-1, keepdims=True)
+        v = jnp.sqrt(jnp.var(mu, axis=-1, keepdims=True) + 1e-5)
+        gamma, beta, alpha = jnp.split(nn.Dense(3 * features)(emb)[:, None, None, :], 3, axis=-1)
+        return (1.0 + gamma) * (h - mu) / std + beta + alpha * (mu - m) / v
+
+
+class ResBlock(nn.Module):
+    """h f32[B, H, W, F], σ-embedding f32[B, E] -> h + conv(swish(norm(conv(swish(norm(h))) + dense(emb)))),
+    with `norm` the identity or `ConditionalInstanceNormPlus`."""
+    features: int
+    norm: str = "none"
+
+    def _norm(self, h: jax.Array, emb: jax.Array) -> jax.Array:
+        return ConditionalInstanceNormPlus()(h, emb) if self.norm == "instance_plus" else h
+
+    @nn.compact
+    def __call__(self, h: jax.Array, emb: jax.Array) -> jax.Array:
+        y = nn.Conv(self.features, (3, 3))(nn.swish(self._norm(h, emb)))
         y = y + nn.Dense(self.features)(emb)[:, None, None, :]
-        y = nn.Conv(self.features, (3, 3))(nn.swish(y))
+        y = nn.Conv(self.features, (3, 3))(nn.swish(self._norm(y, emb)))
         return h + y
 
 
@@ -81,22 +106,24 @@ class ScoreNet(nn.Module):
 
     Conditioned on σ twice: a learned embedding of log σ is added inside every residual block, and
     the output is divided by σ (NCSNv2), so the unit-scale network output is σ·s, the predicted −z.
+    `norm="instance_plus"` normalises inside every residual block as NCSN's RefineNet does.
     """
     num_filters: int
     channels: int
+    norm: str = "none"
 
     @nn.compact
     def __call__(self, x: jax.Array, sigma: jax.Array) -> jax.Array:
-        nf = self.num_filters
+        nf, norm = self.num_filters, self.norm
         emb = nn.swish(nn.Dense(nf)(jnp.log(sigma)[:, None]))                # [B, nf]
         h = nn.Conv(nf, (3, 3))(x)                                             # [B, H, W, nf]
-        skip = ResBlock(nf)(h, emb)
+        skip = ResBlock(nf, norm)(h, emb)
         d = nn.Conv(2 * nf, (3, 3), strides=(2, 2))(nn.swish(skip))            # [B, H/2, W/2, 2nf]
-        d = ResBlock(2 * nf)(d, emb)
-        d = ResBlock(2 * nf)(d, emb)
+        d = ResBlock(2 * nf, norm)(d, emb)
+        d = ResBlock(2 * nf, norm)(d, emb)
         u = depth_to_space(nn.Conv(4 * nf, (3, 3))(nn.swish(d)))               # [B, H, W, nf]
         u = nn.Conv(nf, (3, 3))(jnp.concatenate([u, skip], axis=-1))
-        u = ResBlock(nf)(u, emb)
+        u = ResBlock(nf, norm)(u, emb)
         out = nn.Conv(self.channels, (3, 3))(nn.swish(u))
         return out / per_example(sigma, out)
 
@@ -116,8 +143,11 @@ class ScoreNetModel(ImageShapeMixin):
     num_sigmas: int = 10
     sigma_max: float = 1.0
     sigma_min: float = 0.01
+    norm: str = "none"   # "instance_plus": NCSN's conditional instance normalisation++ in every residual block
 
     def __post_init__(self):
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}; got {self.norm!r}")
         self.check_divisible(2, "one stride-2 downsampling")
         self.check_positive_int("num_filters")
         if self.num_sigmas < 2:
@@ -129,7 +159,7 @@ class ScoreNetModel(ImageShapeMixin):
 
     @property
     def net(self) -> ScoreNet:
-        return ScoreNet(self.num_filters, self.image_shape[-1])
+        return ScoreNet(self.num_filters, self.image_shape[-1], self.norm)
 
     @property
     def sigmas(self) -> jax.Array:

@@ -274,8 +274,16 @@ def held_out_diverged(loss: float, best: float | None, factor: float) -> bool:
 
 @jax.jit
 def _all_finite(tree: chex.ArrayTree) -> jax.Array:
-    """bool[]: every floating-point leaf of `tree` is free of NaN and ±inf."""
-    checks = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    """bool[]: every floating-point leaf of `tree` is free of NaN and ±inf.
+
+    One reduction per dtype over the leaves flattened and concatenated: one reduction per leaf took 34 s to
+    compile on XLA:CPU for a Glow of depth 32 (~2,700 leaves of parameters and Adam moments), the concatenation 2 s.
+    """
+    by_dtype: dict = {}
+    for x in jax.tree.leaves(tree):
+        if jnp.issubdtype(x.dtype, jnp.inexact):
+            by_dtype.setdefault(jnp.dtype(x.dtype), []).append(jnp.ravel(x))
+    checks = [jnp.all(jnp.isfinite(jnp.concatenate(xs))) for xs in by_dtype.values()]
     return jnp.all(jnp.stack(checks)) if checks else jnp.array(True)
 
 
