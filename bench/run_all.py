@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench import published  # noqa: E402
 from bench.runner import machine_description, write_section  # noqa: E402
 from oodgen.training import checkpoints  # noqa: E402
 from oodgen.config import load_config_file, parse_overrides  # noqa: E402
@@ -93,11 +94,10 @@ ENTRIES = (
                  "--config.eval.ddpm_reconstruction.num_sampling_steps=20")),
 )
 
-# Published AUROCs for the same (score, OOD set) with Fashion-MNIST in, from ../shared/METHODS.md.
-PUBLISHED = {
-    ("llr_k2", "mnist"): "0.96–0.98 (Havtorn et al. 2021, LLR^{>2}, 1000 GPU epochs)",
-    ("ensemble_ll_std", "mnist"): "≈ 0.996 (Glazunov & Zarras 2022, BBB/SGHMC VAEs)",
-}
+# Published MNIST AUROCs (Fashion-MNIST in) by score, from bench/published.py (sources: the reproduction table).
+PUBLISHED = {(method.score, "mnist"): f"{entry.auroc:.2f} ({method.paper}{'; secondary' if entry.source.startswith('secondary') else ''})"
+             for method in published.METHODS for entry in published.PUBLISHED
+             if entry.method == method.name and entry.pair == published.FMNIST_MNIST and entry.auroc is not None}
 
 
 def entry_config(entry: Entry, runs: Path, quick: bool, scorer: str | None = None):
