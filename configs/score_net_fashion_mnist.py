@@ -11,7 +11,7 @@ surrogate, not a likelihood.
 The network normalises inside every residual block with NCSN's conditional instance normalisation++, as the
 paper's RefineNet does (ahsanMah/msma `model/refinenet.py`): without it, a stack of 3x3 convolutions sees no
 image-level statistics, and its small-σ norms at clean inputs come to measure fine texture, which MNIST lacks:
-the MNIST AUROC then fell from 0.91 to 0.38 (GMM) as the network trained (BENCHMARKS `msma_steps_no_norm`).
+the MNIST AUROC then fell from 0.914 to 0.362 (GMM) as the network trained (BENCHMARKS `msma_steps_no_norm`).
 
 Variants, comma-separated: `paper` (the paper's budget for a GPU: 128 filters, batch 128, Adam 1e-3, 200k
 steps, the ahsanMah/msma README's defaults; densities fitted on 5,000 held-out images), `tiny` (a seconds-long
