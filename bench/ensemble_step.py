@@ -5,6 +5,7 @@ against the baseline of M separate jitted single-model calls in a Python loop.
   - "log_prob": every member's log-likelihood (importance-weighted bound, `--samples` samples) of one
     batch of `--score-batch` images, the ensemble scorer's inner pass.
 Run: python -m bench.ensemble_step [--members 3,5] [--batch 128] [--score-batch 100] [--samples 4]
+[--json PATH]
 """
 
 import argparse
@@ -14,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench.runner import markdown_rows, publish, time_interleaved
+from bench.runner import add_json_flag, markdown_rows, publish, time_interleaved
 from configs import vae_fashion_mnist
 from oodgen.training import ensemble
 from oodgen.models import build_model
@@ -62,21 +63,22 @@ def main():
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
+    args = add_json_flag(parser).parse_args()
+    library_loop = ensemble.resolve_member_loop("auto")  # what the library runs by default on this backend: "oodgen"
     rows = []
     for size in [int(m) for m in args.members.split(",")]:
         train, score = candidates(size, args.batch, args.score_batch, args.samples)
         for what, thunks, items in (("train step", train, size * args.batch),
                                     ("log_prob", score, size * args.score_batch)):
             timings = time_interleaved(thunks, baseline=next(iter(thunks)), items_per_call=items,
-                                       repeats=args.repeats)
+                                       repeats=args.repeats, roles={library_loop: "oodgen"})
             rows += markdown_rows(timings, f"M={size}, {what}")
             print("\n".join(rows[-len(timings):]), flush=True)
     publish("ensemble_step", "Ensemble: members vmapped or unrolled in one jitted function",
             f"Default VAE; train step on a batch of {args.batch} per member, log_prob of {args.score_batch} "
             f"images with {args.samples} importance samples per member. Images/s counts member-images. "
             "Baseline: a Python loop of M calls of the jitted single-model function.",
-            "python -m bench.ensemble_step", rows, args.no_write)
+            "python -m bench.ensemble_step", rows, args.no_write, args.json)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
   - "fast path": `oodgen.features.gradients_fast.fast_grad_sq_norms`;
   - "floor: one batched grad": the gradient of the mean loss (no per-example information).
 Memory is XLA's temporary buffer size of each compiled function (compiled.memory_analysis()).
-Run: python -m bench.grad_norms [--batch 64,256] [--models vae,hvae] [--repeats 3]
+Run: python -m bench.grad_norms [--batch 64,256] [--models vae,hvae] [--repeats 3] [--json PATH]
 """
 
 import argparse
@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench.runner import backend_section, machine_description, time_interleaved, write_section
+from bench.runner import (RECORDED, add_json_flag, backend_section, machine_description, record, time_interleaved,
+                          write_json, write_section)
 from configs import hvae_fashion_mnist, vae_fashion_mnist
 from oodgen.features.gradients import per_example_grad_sq_norms, tensor_names
 from oodgen.features.gradients_fast import fast_grad_sq_norms, fast_path_coverage
@@ -57,15 +58,16 @@ def bench_model(name: str, batch: int, repeats: int, chunk_size: int) -> list[st
     with jax.default_matmul_precision("highest"):  # agreement in full f32 (GPUs default to TF32)
         np.testing.assert_allclose(fast(params, images, keys), vmapped(params, images, keys), rtol=1e-3, atol=1e-9)
     timings = time_interleaved(candidates, baseline="per-example loop (reference)", items_per_call=batch,
-                               repeats=repeats)
+                               repeats=repeats, roles={"fast path": "oodgen", "floor: one batched grad": "floor"},
+                               temp_mib=memory)
     floor_time = next(t.median_s for t in timings if t.name.startswith("floor"))
     coverage = fast_path_coverage(model.loss, params, images, keys)
     fast_share = sum(v == "fast" for v in coverage.values())
     rows = []
-    for t in timings:
-        rows.append(f"| {name}, B={batch} | {t.name} | {t.median_s * 1e3:.1f} ({t.p25_s * 1e3:.1f}–{t.p75_s * 1e3:.1f}) "
+    for setting, t in record(timings, f"{name}, B={batch}"):
+        rows.append(f"| {setting} | {t.name} | {t.median_s * 1e3:.1f} ({t.p25_s * 1e3:.1f}–{t.p75_s * 1e3:.1f}) "
                     f"| {t.items_per_s:,.0f} | {t.speedup:.2f}× | {floor_time / t.median_s:.2f}× | "
-                    f"{memory[t.name]:.1f} |")
+                    f"{t.temp_mib:.1f} |")
     rows.append(f"| {name}, B={batch} | (fast path covers {fast_share} of {len(tensor_names(params))} tensors) "
                 "| | | | | |")
     return rows
@@ -78,7 +80,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chunk-size", type=int, default=8)
     parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
+    args = add_json_flag(parser).parse_args()
     rows = []
     for name in args.models.split(","):
         for batch in (int(b) for b in args.batch.split(",")):
@@ -98,6 +100,8 @@ def main():
         "| temp memory (MiB) |",
         "|---|---|---:|---:|---:|---:|---:|",
         *rows])
+    write_json(args.json)
+    RECORDED.clear()
     if not args.no_write:
         write_section(backend_section("grad_norms"), body)
 

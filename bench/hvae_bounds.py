@@ -4,7 +4,7 @@ The reference runs one program per k and, inside it, one forward pass per import
   - "loop over k and S (reference)": a compiled single-sample, single-k pass called K·S times;
   - "loop over k, S vmapped": one call per k with S as a vmapped axis;
   - "all k, all S in one call": `HVAEModel.bounds`.
-Run: python -m bench.hvae_bounds [--batch 64] [--samples 1,8,32] [--repeats 5]
+Run: python -m bench.hvae_bounds [--batch 64] [--samples 1,8,32] [--repeats 5] [--json PATH]
 """
 
 import math
@@ -45,14 +45,15 @@ def main():
             {"loop over k and S (reference)": lambda: loop_k_and_s(s),
              "loop over k, S vmapped": lambda: jnp.stack([per_k(params, images, rng, k, s) for k in range(levels)]),
              "all k, all S in one call": lambda: together(params, images, rng, s)},
-            baseline="loop over k and S (reference)", items_per_call=args.batch, repeats=args.repeats)
+            baseline="loop over k and S (reference)", items_per_call=args.batch, repeats=args.repeats,
+            roles={"all k, all S in one call": "oodgen"})
         rows += markdown_rows(timings, f"B={args.batch}, S={s}, K={levels}")
         print("\n".join(rows[-3:]), flush=True)
     publish("hvae_bounds", "HVAE: L^{>k} for every k and S importance samples in one call vs loops",
             f"Model: `configs/hvae_fashion_mnist.py` (3 levels, width {config.model.width}); K = {levels} bounds "
             "(k = 0, 1, 2) per image; images/s counts images, each with all K bounds.",
             f"python -m bench.hvae_bounds --batch {args.batch} --samples {args.samples} --repeats {args.repeats}",
-            rows, args.no_write)
+            rows, args.no_write, args.json)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 The loop is how the reference implementations compute it (one forward pass per sample, then
 log-mean-exp). Run: python -m bench.iwae_samples [--batch 64] [--samples 1,16,128] [--repeats 5]
+[--json PATH]
 """
 
 import functools
@@ -37,13 +38,14 @@ def main():
         timings = time_interleaved(
             {"loop over S (reference)": lambda: loop_over_samples(model, log_weights_one, params, images, rng, s),
              "S as a vmapped axis": lambda: vmapped(params, images, rng, s)},
-            baseline="loop over S (reference)", items_per_call=args.batch, repeats=args.repeats)
+            baseline="loop over S (reference)", items_per_call=args.batch, repeats=args.repeats,
+            roles={"S as a vmapped axis": "oodgen"})
         rows += markdown_rows(timings, f"B={args.batch}, S={s}")
         print("\n".join(rows[-2:]), flush=True)
     publish("iwae_samples", "IWAE bound: S importance samples as a vmapped axis vs a loop over S",
             "Model: `VAEModel()` (default Fashion-MNIST VAE).",
             f"python -m bench.iwae_samples --batch {args.batch} --samples {args.samples} --repeats {args.repeats}",
-            rows, args.no_write)
+            rows, args.no_write, args.json)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
   - "train step": value_and_grad of the mean training loss and an Adam update, jitted (batch `--batch`);
   - "log_prob": the model's log-likelihood (bound, one sample) of a batch of `--score-batch` images.
 Run: python -m bench.model_throughput [--batch 64] [--score-batch 500] [--models vae,hvae,pixelcnn,...]
+[--json PATH]. Roles: the first model is the "baseline" (speed-ups are against it), the others "other".
 """
 
 import argparse
@@ -12,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bench.runner import markdown_rows, publish, time_interleaved
+from bench.runner import add_json_flag, markdown_rows, publish, time_interleaved
 from configs import glow_fashion_mnist, hvae_fashion_mnist, pixelcnn_fashion_mnist, vae_fashion_mnist
 from oodgen.models import build_model
 from oodgen.sharding import example_keys
@@ -57,7 +58,7 @@ def main():
     parser.add_argument("--models", default="vae,hvae,pixelcnn,local_pixelcnn,glow")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
+    args = add_json_flag(parser).parse_args()
     names = args.models.split(",")
     functions = {name: model_functions(name, args.batch, args.score_batch) for name in names}
     labels = {name: f"{name} ({functions[name][2] / 1e3:,.0f}k params)" for name in names}
@@ -72,7 +73,7 @@ def main():
             "Train step: gradient of the mean training loss + Adam, jitted; log_prob: one sample / "
             "dequantisation draw, exact for PixelCNN++ and the local PixelCNN.",
             f"python -m bench.model_throughput --batch {args.batch} --score-batch {args.score_batch} "
-            f"--models {args.models} --repeats {args.repeats}", rows, args.no_write)
+            f"--models {args.models} --repeats {args.repeats}", rows, args.no_write, args.json)
 
 
 if __name__ == "__main__":

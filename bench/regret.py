@@ -4,7 +4,7 @@ Adam steps) vs one image at a time.
 The baseline is the reference's way, one image after another, made as fast as it gets: the same
 jitted computation (bound, `--steps` encoder steps, bound again) on a batch of one, called in a
 Python loop over the batch. Run: python -m bench.regret [--batches 16,64] [--steps 20] [--samples 16]
-[--repeats 5] (--batch B times that one batch size).
+[--repeats 5] [--json PATH] (--batch B times that one batch size).
 """
 
 import jax
@@ -44,14 +44,15 @@ def main():
                 {"one image at a time (reference)": lambda: one_at_a_time(model, args.steps, s, params, images, keys),
                  "vmap over examples": lambda: regret_per_example(model, args.steps, LEARNING_RATE, WEIGHT_DECAY, s,
                                                                   params, images, keys)},
-                baseline="one image at a time (reference)", items_per_call=b, repeats=args.repeats)
+                baseline="one image at a time (reference)", items_per_call=b, repeats=args.repeats,
+                roles={"vmap over examples": "oodgen"})
             rows += markdown_rows(timings, f"B={b}, steps={args.steps}, S={s}")
             print("\n".join(rows[-2:]), flush=True)
     publish("regret", "Likelihood regret: per-example encoder fitting vmapped over the batch vs one image at a time",
             f"Model: `VAEModel()` (default Fashion-MNIST VAE); Adam lr {LEARNING_RATE}, L2 decay {WEIGHT_DECAY}; "
             "S importance samples for each of the two bounds.",
             f"python -m bench.regret --batches {','.join(map(str, batches))} --steps {args.steps} "
-            f"--samples {args.samples} --repeats {args.repeats}", rows, args.no_write)
+            f"--samples {args.samples} --repeats {args.repeats}", rows, args.no_write, args.json)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,18 @@
 Each repeat runs every candidate once, in a rotating order, so drift in machine load hits all of
 them alike. Reported: median seconds per call, the 25–75% spread, throughput, and the speed-up of
 each candidate over the baseline (baseline median / candidate median).
+
+Every Markdown row comes from one (setting, Timing) pair recorded in `RECORDED` during the run; with
+`--json PATH`, `publish` (or `write_json`) writes the same rows as
+`{"machine": ..., "rows": [{"setting", "implementation", "role", "items_per_s", "temp_mib"}]}`.
+Roles: "oodgen" (the library's own path), "baseline" (the reference way, the one speed-ups are
+against), "floor" (a lower bound), "other" (anything else).
 """
 
 import argparse
 import dataclasses
+import json
+import math
 import os
 import platform
 import re
@@ -29,16 +37,31 @@ class Timing:
     p75_s: float
     items_per_call: int
     speedup: float  # baseline median / this median
+    role: str = "other"  # one of ROLES
+    temp_mib: float | None = None  # XLA temporary buffers of the compiled call; None where not measured
 
     @property
     def items_per_s(self) -> float:
         return self.items_per_call / self.median_s
 
 
+ROLES = ("oodgen", "baseline", "floor", "other")
+
+# The (setting, Timing) rows of this run, in order: what the Markdown table and the JSON are rendered from.
+RECORDED: list[tuple[str, Timing]] = []
+
+
 def time_interleaved(candidates: dict[str, Callable[[], Any]], *, baseline: str, items_per_call: int,
-                     warmup: int = 1, repeats: int = 7) -> list[Timing]:
-    """Runs each zero-argument candidate `warmup` times, then `repeats` interleaved timed calls."""
+                     warmup: int = 1, repeats: int = 7, roles: dict[str, str] | None = None,
+                     temp_mib: dict[str, float] | None = None) -> list[Timing]:
+    """Runs each zero-argument candidate `warmup` times, then `repeats` interleaved timed calls.
+
+    `roles` names the role of candidates other than `baseline` (which is "baseline"); unnamed ones are
+    "other". `temp_mib`: measured temporary memory per candidate, where the bench measures it."""
     names = list(candidates)
+    roles = {**(roles or {}), baseline: "baseline"}
+    if baseline not in candidates or set(roles) - set(names) or set(roles.values()) - set(ROLES):
+        raise ValueError(f"baseline {baseline!r} and roles {roles} must name candidates {names}; roles in {ROLES}")
     for _ in range(warmup):
         for name in names:
             jax.block_until_ready(candidates[name]())
@@ -53,13 +76,46 @@ def time_interleaved(candidates: dict[str, Callable[[], Any]], *, baseline: str,
     for name in names:
         q = statistics.quantiles(samples[name], n=4) if len(samples[name]) > 1 else [samples[name][0]] * 3
         median = statistics.median(samples[name])
-        timings.append(Timing(name, median, q[0], q[2], items_per_call, base / median))
+        timings.append(Timing(name, median, q[0], q[2], items_per_call, base / median, roles.get(name, "other"),
+                              None if temp_mib is None else temp_mib.get(name)))
     return timings
 
 
+def record(timings: list[Timing], label: str) -> list[tuple[str, Timing]]:
+    """Adds the timings of one setting to this run's rows; returns the (setting, Timing) pairs added."""
+    pairs = [(label, t) for t in timings]
+    RECORDED.extend(pairs)
+    return pairs
+
+
 def markdown_rows(timings: list[Timing], label: str) -> list[str]:
-    return [f"| {label} | {t.name} | {t.median_s * 1e3:.1f} ({t.p25_s * 1e3:.1f}–{t.p75_s * 1e3:.1f}) | "
-            f"{t.items_per_s:,.0f} | {t.speedup:.2f}× |" for t in timings]
+    """Records the timings of setting `label` (see RECORDED) and renders them as Markdown rows."""
+    return [f"| {setting} | {t.name} | {t.median_s * 1e3:.1f} ({t.p25_s * 1e3:.1f}–{t.p75_s * 1e3:.1f}) | "
+            f"{t.items_per_s:,.0f} | {t.speedup:.2f}× |" for setting, t in record(timings, label)]
+
+
+def json_rows(recorded: list[tuple[str, Timing]] | None = None) -> list[dict[str, Any]]:
+    """The JSON form of (setting, Timing) rows; a temp_mib that is not a finite number becomes null."""
+    return [{"setting": setting, "implementation": t.name, "role": t.role, "items_per_s": t.items_per_s,
+             "temp_mib": t.temp_mib if t.temp_mib is not None and math.isfinite(t.temp_mib) else None}
+            for setting, t in (RECORDED if recorded is None else recorded)]
+
+
+def write_json(path: str | Path | None, recorded: list[tuple[str, Timing]] | None = None) -> None:
+    """Writes this run's rows (or `recorded`) as {"machine": ..., "rows": [...]} to `path` (nothing if None)."""
+    if path is None:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"machine": machine_description(), "rows": json_rows(recorded)}, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--json", metavar="PATH", default=None,
+                        help="also write the rows as JSON to PATH (written with --no-write too)")
+    return parser
 
 
 TABLE_HEADER = ["| setting | implementation | ms per call, median (25–75%) | images/s | speed-up vs baseline |",
@@ -108,12 +164,16 @@ def bench_parser(description: str, *, batch: int, samples: str) -> argparse.Argu
     parser.add_argument("--samples", default=samples)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-write", action="store_true", help="print the rows, leave BENCHMARKS.md alone")
-    return parser
+    return add_json_flag(parser)
 
 
-def publish(section: str, heading: str, description: str, command: str, rows: list[str], no_write: bool) -> None:
-    """Writes a titled timing table (machine, what was timed, the command) into BENCHMARKS.md."""
+def publish(section: str, heading: str, description: str, command: str, rows: list[str], no_write: bool,
+            json_path: str | Path | None = None) -> None:
+    """Writes a titled timing table (machine, what was timed, the command) into BENCHMARKS.md, and this
+    run's rows as JSON to `json_path` when given (also with `no_write`); then starts a fresh RECORDED."""
     body = "\n".join([f"### {heading}", "", f"Machine: {machine_description()}. {description}",
                       f"Command: `{command}`", "", *TABLE_HEADER, *rows])
+    write_json(json_path)
+    RECORDED.clear()
     if not no_write:
         write_section(backend_section(section), body)

@@ -1,7 +1,7 @@
 """MSMA features with all noise levels as one vmapped axis vs a Python loop over σ, and the DDPM
 reconstruction score's images/s (every start step and sampler step inside one jitted call).
 
-Run: python -m bench.score_models [--batch 100] [--ddpm-batch 4] [--repeats 3]
+Run: python -m bench.score_models [--batch 100] [--ddpm-batch 4] [--repeats 3] [--json PATH]
 """
 
 import argparse
@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench.runner import markdown_rows, publish, time_interleaved
+from bench.runner import add_json_flag, markdown_rows, publish, time_interleaved
 from configs import ddpm_fashion_mnist, score_net_fashion_mnist
 from oodgen.models import build_model
 from oodgen.sharding import example_keys
@@ -36,7 +36,8 @@ def msma_rows(batch: int, repeats: int) -> list[str]:
     with jax.default_matmul_precision("highest"):  # agreement in full f32 (GPUs default to TF32)
         np.testing.assert_allclose(loop(), vmapped(params, images), rtol=1e-4)
     timings = time_interleaved({"loop over σ (reference)": loop, "all σ, one vmapped call": lambda: vmapped(params, images)},
-                               baseline="loop over σ (reference)", items_per_call=batch, repeats=repeats)
+                               baseline="loop over σ (reference)", items_per_call=batch, repeats=repeats,
+                               roles={"all σ, one vmapped call": "oodgen"})
     return markdown_rows(timings, f"MSMA features, L={len(sigmas)}, B={batch}")
 
 
@@ -60,7 +61,8 @@ def ddpm_rows(batch: int, repeats: int) -> list[str]:
         np.testing.assert_allclose(loop(), errors(params, images, keys), rtol=1e-3, atol=1e-6)
     timings = time_interleaved({"loop over start steps (reference)": loop,
                                 "all start steps, one jitted call": lambda: errors(params, images, keys)},
-                               baseline="loop over start steps (reference)", items_per_call=batch, repeats=repeats)
+                               baseline="loop over start steps (reference)", items_per_call=batch, repeats=repeats,
+                               roles={"all start steps, one jitted call": "oodgen"})
     return markdown_rows(timings, f"DDPM reconstruction, {len(starts)} start steps of "
                                   f"{settings.num_sampling_steps}, B={batch}")
 
@@ -71,16 +73,17 @@ def main():
     parser.add_argument("--ddpm-batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
+    args = add_json_flag(parser).parse_args()
     rows = msma_rows(args.batch, args.repeats)
     print("\n".join(rows), flush=True)
-    rows += ddpm_rows(args.ddpm_batch, args.repeats)
-    print("\n".join(rows[-1:]), flush=True)
+    ddpm = ddpm_rows(args.ddpm_batch, args.repeats)
+    rows += ddpm
+    print("\n".join(ddpm), flush=True)
     publish("score_models", "Score network (MSMA features) and DDPM reconstruction speed",
             "Default `configs/score_net_fashion_mnist.py` and `configs/ddpm_fashion_mnist.py` models, random "
             "parameters and images (speed does not depend on training).",
             f"python -m bench.score_models --batch {args.batch} --ddpm-batch {args.ddpm_batch} --repeats {args.repeats}",
-            rows, args.no_write)
+            rows, args.no_write, args.json)
 
 
 if __name__ == "__main__":
