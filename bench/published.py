@@ -11,6 +11,13 @@ LPATH = ("\"Inference, Fast and Slow: Reinterpreting VAEs for OOD Detection\" (L
 EIGENSCORE = "EigenScore (diffusion posterior-covariance OOD paper, 2025), Table 1 \"Main OOD detection results (AUROC)\""
 MSMA_NOTEBOOK = "ahsanMah/msma `score_analyses/cifar10/cifar_vs_ood.ipynb`, saved output of `results[...][\"metrics\"]`, row SVHN, `roc_auc`"
 
+
+
+def _lpath(row: str, column: str) -> str:
+    """The source string of a number quoted in LPath's Table 1."""
+    return f"secondary: {LPATH}, row \"{row}\", column {column}"
+
+
 FMNIST_MNIST = "fashion_mnist→mnist"
 FMNIST_HFLIP = "fashion_mnist→hflip"
 FMNIST_VFLIP = "fashion_mnist→vflip"
@@ -82,16 +89,11 @@ PUBLISHED = (
     Published("DDPM reconstruction", FMNIST_MNIST, 0.97,
               f"secondary: {LPATH}, row \"DDPM (Liu et al., 2023)\", column FMNIST/MNIST (the table's citations "
               "of the DDPM and LMD rows look swapped: LMD is Liu et al.'s); marksgraham/ddpm-ood stores no results"),
-    Published("DDPM reconstruction", FMNIST_HFLIP, 0.65, f"secondary: {LPATH}, row \"DDPM (Liu et al., 2023)\", "
-                                                          "column FMNIST/Hflip"),
-    Published("DDPM reconstruction", FMNIST_VFLIP, 0.89, f"secondary: {LPATH}, row \"DDPM (Liu et al., 2023)\", "
-                                                          "column FMNIST/Vflip"),
-    Published("DDPM reconstruction", CIFAR_SVHN, 0.98, f"secondary: {LPATH}, row \"DDPM (Liu et al., 2023)\", "
-                                                        "column CIFAR10/SVHN"),
-    Published("likelihood regret", FMNIST_MNIST, 0.99, f"secondary: {LPATH}, row \"LR (Xiao et al., 2020)\", "
-                                                        "column FMNIST/MNIST"),
-    Published("likelihood regret", CIFAR_SVHN, 0.88, f"secondary: {LPATH}, row \"LR (Xiao et al., 2020)\", "
-                                                      "column CIFAR10/SVHN"),
+    Published("DDPM reconstruction", FMNIST_HFLIP, 0.65, _lpath("DDPM (Liu et al., 2023)", "FMNIST/Hflip")),
+    Published("DDPM reconstruction", FMNIST_VFLIP, 0.89, _lpath("DDPM (Liu et al., 2023)", "FMNIST/Vflip")),
+    Published("DDPM reconstruction", CIFAR_SVHN, 0.98, _lpath("DDPM (Liu et al., 2023)", "CIFAR10/SVHN")),
+    Published("likelihood regret", FMNIST_MNIST, 0.99, _lpath("LR (Xiao et al., 2020)", "FMNIST/MNIST")),
+    Published("likelihood regret", CIFAR_SVHN, 0.88, _lpath("LR (Xiao et al., 2020)", "CIFAR10/SVHN")),
     Published("WAIC, 5 members", FMNIST_MNIST, None, f"not found: {_NOT_READ} a reference repository"),
     Published("WAIC, 5 members", CIFAR_SVHN, 0.760, f"secondary: {EIGENSCORE}, row \"WAIC\", column C10 vs SVHN "
                                                      "(the ensemble behind it is not stated there)"),
